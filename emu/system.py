@@ -1,0 +1,216 @@
+"""An emulated OS behind the driver seam: a virtual file tree, device nodes with ioctl/mmap handlers, and a
+record of every call the driver made.
+
+Emulated kernel interfaces (KFD, NVIDIA RM/UVM, kgsl, PCI sysfs) register themselves here as device nodes
+and files; the driver under test receives this object where it would receive `LinuxSystem`.
+"""
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import posixpath
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from drivers.system import MAP_ANONYMOUS, IoctlArg, OSCallError, PAGE_SIZE, System, libc
+
+
+class NodeHandler:
+    """One open file of an emulated device node; override what the device supports."""
+
+    def ioctl(self, request: int, arg: IoctlArg) -> int:
+        raise OSCallError(errno.ENOTTY, f"ioctl {request:#x} is not supported by this emulated device")
+
+    def mmap(self, length: int, prot: int, flags: int, offset: int) -> int:
+        raise OSCallError(errno.ENODEV, "this emulated device cannot be mapped")
+
+    def read(self, size: int) -> bytes:
+        raise OSCallError(errno.EINVAL, "this emulated device cannot be read")
+
+    def write(self, data: bytes) -> int:
+        raise OSCallError(errno.EINVAL, "this emulated device cannot be written")
+
+    def close(self) -> None:
+        pass
+
+
+class EventFd(NodeHandler):
+    """eventfd semantics: writes add to a counter, a read returns and clears it (EAGAIN when zero)."""
+
+    def __init__(self, initval: int):
+        self.counter = initval
+
+    def read(self, size: int) -> bytes:
+        if self.counter == 0:
+            raise OSCallError(errno.EAGAIN, "eventfd counter is zero")
+        value, self.counter = self.counter, 0
+        return value.to_bytes(8, "little")
+
+    def write(self, data: bytes) -> int:
+        self.counter += int.from_bytes(data[:8], "little")
+        return 8
+
+
+@dataclass
+class Call:
+    """One recorded call through the seam."""
+    name: str
+    args: tuple
+    result: Any = None
+    error: BaseException | None = field(default=None, repr=False)
+
+
+class EmulatedSystem(System):
+    """A `System` whose files, links and device nodes are registered by emulated hardware; records every call."""
+
+    def __init__(self, lock_dir: str | None = None):
+        self.lock_dir = lock_dir
+        self.files: dict[str, bytes] = {}
+        self.links: dict[str, str] = {}
+        self.nodes: dict[str, Callable[[int], NodeHandler]] = {}
+        self.calls: list[Call] = []
+        self._fds: dict[int, NodeHandler] = {}
+        self._next_fd = 1000
+        self._anon: dict[int, int] = {}
+        self._libc = libc()
+
+    # -- building the emulated machine --
+    def add_file(self, path: str, data: bytes | str) -> None:
+        self.files[posixpath.normpath(path)] = data.encode() if isinstance(data, str) else data
+
+    def add_link(self, path: str, target: str) -> None:
+        self.links[posixpath.normpath(path)] = target
+
+    def add_node(self, path: str, opener: Callable[[int], NodeHandler]) -> None:
+        """Register a device node; opener(flags) returns the handler for one open file."""
+        self.nodes[posixpath.normpath(path)] = opener
+
+    def calls_named(self, name: str) -> list[Call]:
+        return [c for c in self.calls if c.name == name]
+
+    # -- the seam --
+    def _record(self, name: str, args: tuple, fn: Callable[[], Any]) -> Any:
+        call = Call(name, args)
+        self.calls.append(call)
+        try:
+            call.result = fn()
+        except BaseException as e:
+            call.error = e
+            raise
+        return call.result
+
+    def _handler(self, fd: int) -> NodeHandler:
+        if fd not in self._fds:
+            raise OSCallError(errno.EBADF, f"fd {fd} is not open in the emulated system")
+        return self._fds[fd]
+
+    def _install(self, handler: NodeHandler) -> int:
+        fd, self._next_fd = self._next_fd, self._next_fd + 1
+        self._fds[fd] = handler
+        return fd
+
+    def open(self, path: str, flags: int = os.O_RDWR) -> int:
+        def do() -> int:
+            p = posixpath.normpath(path)
+            if p not in self.nodes:
+                raise OSCallError(errno.ENOENT, f"open({path!r}) failed: no such emulated device node")
+            return self._install(self.nodes[p](flags))
+        return self._record("open", (path, flags), do)
+
+    def close(self, fd: int) -> None:
+        def do() -> None:
+            self._handler(fd).close()
+            del self._fds[fd]
+        return self._record("close", (fd,), do)
+
+    def read(self, fd: int, size: int) -> bytes:
+        return self._record("read", (fd, size), lambda: self._handler(fd).read(size))
+
+    def write(self, fd: int, data: bytes) -> int:
+        return self._record("write", (fd, bytes(data)), lambda: self._handler(fd).write(data))
+
+    def ioctl(self, fd: int, request: int, arg: IoctlArg = None) -> int:
+        return self._record("ioctl", (fd, request, arg), lambda: self._handler(fd).ioctl(request, arg))
+
+    def mmap(self, fd: int, length: int, prot: int = 3, flags: int = 1, offset: int = 0, addr: int = 0) -> int:
+        def do() -> int:
+            if flags & MAP_ANONYMOUS:
+                ret = self._libc.mmap(addr or None, length, prot, flags, -1, 0)
+                if ret is None or ret == ctypes.c_void_p(-1).value:
+                    raise OSCallError(ctypes.get_errno(), f"anonymous mmap of {length:#x} bytes failed")
+                self._anon[ret] = length
+                return ret
+            return self._handler(fd).mmap(length, prot, flags, offset)
+        return self._record("mmap", (fd, length, prot, flags, offset, addr), do)
+
+    def munmap(self, addr: int, length: int) -> None:
+        def do() -> None:
+            if addr in self._anon:
+                self._libc.munmap(addr, self._anon.pop(addr))
+        return self._record("munmap", (addr, length), do)
+
+    def _lookup(self, path: str) -> bytes:
+        p = posixpath.normpath(path)
+        for _ in range(16):  # follow links in any path component, bounded against loops
+            if p in self.files:
+                return self.files[p]
+            resolved = self._resolve(p)
+            if resolved == p:
+                break
+            p = resolved
+        raise OSCallError(errno.ENOENT, f"{path}: no such emulated file")
+
+    def _resolve(self, p: str) -> str:
+        parts = p.split("/")
+        for i in range(len(parts), 0, -1):
+            head = "/".join(parts[:i]) or "/"
+            if head in self.links:
+                target = posixpath.join(posixpath.dirname(head), self.links[head])
+                return posixpath.normpath("/".join([target] + parts[i:]))
+        return p
+
+    def read_file(self, path: str) -> bytes:
+        return self._record("read_file", (path,), lambda: self._lookup(path))
+
+    def write_file(self, path: str, data: bytes) -> None:
+        def do() -> None:
+            p = posixpath.normpath(path)
+            if p not in self.files:
+                raise OSCallError(errno.ENOENT, f"{path}: no such emulated file")
+            self.files[p] = bytes(data)
+        return self._record("write_file", (path, bytes(data)), do)
+
+    def listdir(self, path: str) -> list[str]:
+        def do() -> list[str]:
+            p = self._resolve(posixpath.normpath(path))
+            prefix = p.rstrip("/") + "/"
+            names = {k[len(prefix):].split("/")[0] for k in (*self.files, *self.links, *self.nodes) if k.startswith(prefix)}
+            if not names:
+                raise FileNotFoundError(errno.ENOENT, f"{path}: no such emulated directory")
+            return sorted(names)
+        return self._record("listdir", (path,), do)
+
+    def exists(self, path: str) -> bool:
+        def do() -> bool:
+            p = self._resolve(posixpath.normpath(path))
+            prefix = p.rstrip("/") + "/"
+            everything = (*self.files, *self.links, *self.nodes)
+            return p in everything or any(k.startswith(prefix) for k in everything)
+        return self._record("exists", (path,), do)
+
+    def readlink(self, path: str) -> str:
+        def do() -> str:
+            p = posixpath.normpath(path)
+            if p not in self.links:
+                raise OSCallError(errno.EINVAL, f"{path}: not an emulated symlink")
+            return self.links[p]
+        return self._record("readlink", (path,), do)
+
+    def pagemap(self, vaddr: int, npages: int) -> list[int]:
+        # Emulated DMA: the "physical" address of a page is its virtual address (an identity IOMMU).
+        base = vaddr // PAGE_SIZE
+        return self._record("pagemap", (vaddr, npages), lambda: [(1 << 63) | (base + i) for i in range(npages)])
+
+    def eventfd(self, initval: int = 0, flags: int = 0) -> int:
+        return self._record("eventfd", (initval, flags), lambda: self._install(EventFd(initval)))
