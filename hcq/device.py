@@ -1,0 +1,117 @@
+"""The device contract every driver implements: a timeline, synchronize, fault state and hang reports."""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any
+
+from hcq.errors import HCQError
+from hcq.signal import HangReport, QueueState, Signal
+
+
+@dataclass
+class DeviceFault:
+    """A fault the device reported (page fault, malformed packet, hang); it poisons the device until recovered."""
+    kind: str  # "page fault", "bad packet", "hang", ...
+    message: str
+    address: int | None = None
+    queue: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        where = f" at {self.address:#x}" if self.address is not None else ""
+        on = f" on queue {self.queue}" if self.queue else ""
+        return f"{self.kind}{where}{on}: {self.message}"
+
+
+class DeviceFaultError(HCQError):
+    """The device is in a fault state; `fault` says what happened. Recover the device or open a new one."""
+
+    def __init__(self, device: str, fault: DeviceFault):
+        super().__init__(f"{device} faulted: {fault}. Later work fails until device.recover() succeeds.")
+        self.fault = fault
+
+
+class Device(ABC):
+    """An HCQ device: allocator, signals, hardware queues, a timeline signal and a fault state.
+
+    Every submission bumps the timeline; `synchronize` waits for the last value handed out. A fault
+    reported by the hardware makes every later call raise `DeviceFaultError` until `recover()`.
+    """
+
+    def __init__(self, name: str):
+        self.name = name
+        self.fault: DeviceFault | None = None
+        self.profiling = False
+        self.timeline_value = 0  # the last value a submission will signal
+        self._timeline: Signal | None = None
+
+    # --- timeline ---
+    @property
+    def timeline(self) -> Signal:
+        if self._timeline is None:
+            self._timeline = self.new_signal(0, name=f"{self.name}.timeline")
+        return self._timeline
+
+    def next_timeline_value(self) -> int:
+        """The value the next submission signals on the timeline."""
+        self.timeline_value += 1
+        return self.timeline_value
+
+    def synchronize(self, timeout: float = 10.0) -> None:
+        """Wait until all submitted work finished; raise on a fault or after `timeout` seconds."""
+        self.check()
+        self.timeline.wait(self.timeline_value, timeout)
+        self.poll_faults()
+        self.check()
+
+    # --- faults ---
+    def set_fault(self, fault: DeviceFault) -> None:
+        if self.fault is None:  # keep the first: later ones are usually fallout from it
+            self.fault = fault
+
+    def check(self) -> None:
+        """Raise DeviceFaultError if the device is in a fault state."""
+        if self.fault is not None:
+            raise DeviceFaultError(self.name, self.fault)
+
+    def poll_faults(self) -> None:
+        """Drivers fetch pending fault reports (KFD exception events, MMIO status) into set_fault."""
+
+    def recover(self) -> None:
+        """Reset what the fault broke (queues, timeline) so the device is usable again."""
+        self._recover()
+        self.fault = None
+
+    # --- hang reports ---
+    def hang_report(self, waited_s: float, signals: list[tuple[Signal, int]]) -> HangReport:
+        """The report a timed-out wait raises: every queue's pointers and last packets, and signal values."""
+        self.poll_faults()
+        notes = [f"device fault: {self.fault}"] if self.fault else []
+        sigs = [(s.name, s.value, want) for s, want in signals]
+        if self._timeline is not None and all(s is not self._timeline for s, _ in signals):
+            sigs.append((self._timeline.name, self._timeline.value, self.timeline_value))
+        return HangReport(self.name, waited_s, sigs, [q.debug_state() for q in self.hw_queues()], notes)
+
+    # --- what drivers provide ---
+    @abstractmethod
+    def new_signal(self, value: int = 0, name: str = "") -> Signal:
+        """A signal in memory the device's queues can write and wait on."""
+
+    @abstractmethod
+    def hw_queues(self) -> list[Any]:
+        """The hardware queues, each with debug_state() -> QueueState."""
+
+    @abstractmethod
+    def _recover(self) -> None: ...
+
+    def sleep_on_signal(self, signal: Signal, value: int, timeout_s: float) -> None:
+        """Sleep at most timeout_s or until the signal may have changed (drivers use their event mechanism)."""
+        import time
+        time.sleep(min(timeout_s, 1e-3))
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name}>"
+
+
+__all__ = ["Device", "DeviceFault", "DeviceFaultError", "QueueState"]

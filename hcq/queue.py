@@ -1,0 +1,188 @@
+"""The queue builder every driver implements, and replay: a built queue submitted again with new values.
+
+A builder appends 32-bit command words through its vendor's encoders. Any operand may be a `Var` instead
+of a number; the builder then writes a placeholder and records where the value lives (a `Patch`). Replaying
+writes the new values at exactly those places, never re-encoding, so its cost grows with what changed.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from array import array
+from dataclasses import dataclass
+from typing import Any, Iterable, Sequence, Union
+
+from hcq.errors import HCQError
+
+
+@dataclass(frozen=True)
+class Var:
+    """A named value a built queue takes anew at each submit (signal values, kernel arguments, addresses).
+
+    `offset` is added to the bound value, so `Var("timeline") + 1` patches "timeline value plus one".
+    """
+    name: str
+    offset: int = 0
+
+    def __add__(self, k: int) -> "Var":
+        return Var(self.name, self.offset + k)
+
+    def __sub__(self, k: int) -> "Var":
+        return Var(self.name, self.offset - k)
+
+
+Value = Union[int, Var]
+
+
+@dataclass(frozen=True)
+class Patch:
+    """Where a Var's value goes: a word index in one of the queue's streams, its width, and a shift."""
+    var: Var
+    stream: str  # "cmd" for the command words, or a vendor stream name such as "kernargs"
+    index: int  # 32-bit word index in that stream
+    bits: int = 32  # 32 or 64 (64 spans two words, low word first)
+    shift: int = 0  # the value is stored right-shifted (addresses in 256-byte units, etc.)
+
+
+class QueueBuildError(HCQError):
+    """A queue was built or replayed with bad input; the message names the operation and the value."""
+
+
+class HWQueue(ABC):
+    """A command stream under construction or ready to (re)submit.
+
+    Public methods return self so a queue reads as the sequence of work it does. Vendors implement the
+    `_encode_*` hooks and `_submit`; values go through `_u32`/`_u64` so Vars are recorded for replay.
+    """
+
+    def __init__(self) -> None:
+        self.streams: dict[str, array] = {"cmd": array("I")}
+        self.patches: list[Patch] = []
+        self.vars: set[str] = set()
+        self._ops: list[str] = []  # a short log of what was built, for errors and traces
+
+    # --- the builder API (the same for every driver) ---
+    def wait(self, signal: Any, value: Value) -> "HWQueue":
+        """Stall the queue until signal >= value."""
+        self._op("wait", signal, value)
+        self._encode_wait(signal, value)
+        return self
+
+    def signal(self, signal: Any, value: Value) -> "HWQueue":
+        """Write value (and a timestamp) to signal once all earlier work in this queue completed."""
+        self._op("signal", signal, value)
+        self._encode_signal(signal, value)
+        return self
+
+    def timestamp(self, signal: Any) -> "HWQueue":
+        """Write the GPU clock into signal's timestamp when the queue reaches this point."""
+        self._op("timestamp", signal)
+        self._encode_timestamp(signal)
+        return self
+
+    def exec(self, program: Any, args: Any, global_size: Sequence[Value], local_size: Sequence[int]) -> "HWQueue":
+        """Launch program with kernel arguments over global_size workgroups of local_size threads."""
+        gs, ls = tuple(global_size), tuple(local_size)
+        if len(gs) != 3 or len(ls) != 3:
+            raise QueueBuildError(f"exec({getattr(program, 'name', program)}): global and local sizes take 3 "
+                                  f"dimensions, got {gs} and {ls}")
+        for d in (*[g for g in gs if isinstance(g, int)], *ls):
+            if d < 1:
+                raise QueueBuildError(f"exec({getattr(program, 'name', program)}): sizes must be >= 1, got "
+                                      f"global {gs} local {ls}")
+        self._op("exec", program, gs, ls)
+        self._encode_exec(program, args, gs, ls)
+        return self
+
+    def copy(self, dst: Value, src: Value, size: int) -> "HWQueue":
+        """Copy size bytes from GPU address src to dst."""
+        if size < 0:
+            raise QueueBuildError(f"copy of {size} bytes: the size must be >= 0")
+        self._op("copy", dst, src, size)
+        self._encode_copy(dst, src, size)
+        return self
+
+    def memory_barrier(self) -> "HWQueue":
+        """Make earlier writes visible to later work and to the host."""
+        self._op("memory_barrier")
+        self._encode_memory_barrier()
+        return self
+
+    def submit(self, device: Any, values: dict[str, int] | None = None) -> "HWQueue":
+        """Patch in `values` for every Var (all must be given) and hand the stream to the device."""
+        values = values or {}
+        missing = self.vars - values.keys()
+        if missing:
+            raise QueueBuildError(f"submit needs values for {sorted(missing)} (this queue was built with them as Vars)")
+        self.apply(values)
+        self._submit(device)
+        return self
+
+    # --- replay machinery ---
+    def apply(self, values: dict[str, int]) -> None:
+        """Write each Var's value into every place it was recorded."""
+        for p in self.patches:
+            v = (values[p.var.name] + p.var.offset) >> p.shift
+            words = self.streams[p.stream]
+            if p.bits == 32:
+                if not 0 <= v < 1 << 32:
+                    raise QueueBuildError(f"{p.var.name}={v:#x} does not fit the 32-bit field it patches")
+                words[p.index] = v
+            else:
+                if not 0 <= v < 1 << 64:
+                    raise QueueBuildError(f"{p.var.name}={v:#x} does not fit the 64-bit field it patches")
+                words[p.index], words[p.index + 1] = v & 0xFFFFFFFF, v >> 32
+
+    def _u32(self, v: Value, stream: str = "cmd", shift: int = 0) -> None:
+        self._put(v, stream, 32, shift)
+
+    def _u64(self, v: Value, stream: str = "cmd", shift: int = 0) -> None:
+        self._put(v, stream, 64, shift)
+
+    def _put(self, v: Value, stream: str, bits: int, shift: int) -> None:
+        words = self.streams.setdefault(stream, array("I"))
+        if isinstance(v, Var):
+            self.patches.append(Patch(v, stream, len(words), bits, shift))
+            self.vars.add(v.name)
+            words.extend([0] * (bits // 32))
+            return
+        if not isinstance(v, int):
+            raise QueueBuildError(f"{self._ops[-1] if self._ops else 'queue'}: {v!r} is neither an int nor a Var")
+        v >>= shift
+        if not 0 <= v < 1 << bits:
+            raise QueueBuildError(f"{self._ops[-1] if self._ops else 'queue'}: {v:#x} does not fit {bits} bits")
+        words.extend([v & 0xFFFFFFFF] if bits == 32 else [v & 0xFFFFFFFF, v >> 32])
+
+    def _words(self, ws: Iterable[int], stream: str = "cmd") -> None:
+        self.streams.setdefault(stream, array("I")).extend(ws)
+
+    def _op(self, name: str, *args: Any) -> None:
+        self._ops.append(f"{name}({', '.join(getattr(a, 'name', None) or repr(a) for a in args)})")
+
+    @property
+    def cmd(self) -> array:
+        return self.streams["cmd"]
+
+    def __len__(self) -> int:
+        return len(self.streams["cmd"])
+
+    # --- vendor hooks ---
+    @abstractmethod
+    def _encode_wait(self, signal: Any, value: Value) -> None: ...
+
+    @abstractmethod
+    def _encode_signal(self, signal: Any, value: Value) -> None: ...
+
+    @abstractmethod
+    def _encode_timestamp(self, signal: Any) -> None: ...
+
+    @abstractmethod
+    def _encode_exec(self, program: Any, args: Any, global_size: tuple, local_size: tuple) -> None: ...
+
+    @abstractmethod
+    def _encode_copy(self, dst: Value, src: Value, size: int) -> None: ...
+
+    @abstractmethod
+    def _encode_memory_barrier(self) -> None: ...
+
+    @abstractmethod
+    def _submit(self, device: Any) -> None: ...
