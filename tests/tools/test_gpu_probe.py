@@ -1,0 +1,165 @@
+"""gpu_probe on this machine, and on emulated machines described through the OS seam."""
+from __future__ import annotations
+
+import errno
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from drivers.system import OSCallError
+from emu.system import EmulatedSystem, NodeHandler
+from tools.gpu_probe import main, probe, render
+
+ROOT = Path(__file__).resolve().parents[2]
+AMD_BDF = "0000:03:00.0"
+
+
+def pci_device(system: EmulatedSystem, bdf: str, vendor: int, device: int, driver: str | None,
+               bar0: int, cls: int = 0x030000, iommu: str | None = "17") -> None:
+    base = f"/sys/bus/pci/devices/{bdf}"
+    system.add_file(f"{base}/vendor", f"{vendor:#06x}\n")
+    system.add_file(f"{base}/device", f"{device:#06x}\n")
+    system.add_file(f"{base}/class", f"{cls:#08x}\n")
+    start = 0x7C00000000
+    system.add_file(f"{base}/resource", f"{start:#018x} {start + bar0 - 1:#018x} 0x14220c\n"
+                    "0x0000000000000000 0x0000000000000000 0x0\n0x00000000fcc00000 0x00000000fcc7ffff 0x40200\n")
+    if driver:
+        system.add_link(f"{base}/driver", f"../../../bus/pci/drivers/{driver}")
+    if iommu:
+        system.add_link(f"{base}/iommu_group", f"../../../kernel/iommu_groups/{iommu}")
+
+
+def kfd_topology(system: EmulatedSystem, gfx_version: int = 110000, render_minor: int = 128) -> None:
+    root = "/sys/class/kfd/kfd/topology/nodes"
+    system.add_file(f"{root}/0/name", "\n")
+    system.add_file(f"{root}/0/properties", "cpu_cores_count 16\nsimd_count 0\ngfx_target_version 0\n")
+    system.add_file(f"{root}/1/name", "gfx1100\n")
+    system.add_file(f"{root}/1/properties", f"cpu_cores_count 0\nsimd_count 192\ngfx_target_version {gfx_version}\n"
+                    f"location_id 768\ndomain 0\ndrm_render_minor {render_minor}\n")
+
+
+@pytest.fixture
+def amd_kfd_machine():
+    s = EmulatedSystem()
+    pci_device(s, AMD_BDF, 0x1002, 0x744C, "amdgpu", 16 << 30)
+    s.add_node("/dev/kfd", lambda flags: NodeHandler())
+    s.add_node("/dev/dri/renderD128", lambda flags: NodeHandler())
+    kfd_topology(s)
+    return s
+
+
+def test_runs_on_this_machine_in_text_and_json():
+    text = subprocess.run([sys.executable, "-m", "tools.gpu_probe"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert text.returncode == 0 and text.stdout.strip(), text.stderr
+    js = subprocess.run([sys.executable, "-m", "tools.gpu_probe", "--json"], cwd=ROOT, capture_output=True, text=True,
+                        timeout=60)
+    assert js.returncode == 0, js.stderr
+    report = json.loads(js.stdout)
+    assert report["schema"] == 1 and {"pci", "kfd", "nvidia", "kgsl", "usb", "summary"} <= report.keys()
+    bad = subprocess.run([sys.executable, "-m", "tools.gpu_probe", "--bogus"], cwd=ROOT, capture_output=True, timeout=60)
+    assert bad.returncode == 2
+
+
+def test_amd_card_with_kfd_is_ready(amd_kfd_machine):
+    report = probe(amd_kfd_machine)
+    (card,) = report["pci"]
+    assert card["path"] == "AMD (KFD)" and card["blockers"] == [] and card["kernel_driver"] == "amdgpu"
+    assert card["bars"][0] == {"index": 0, "size": 16 << 30} and card["iommu_group"] == "17"
+    (gpu,) = report["kfd"]["gpus"]
+    assert gpu["gfx"] == "gfx1100" and gpu["render_node"] == "/dev/dri/renderD128" and gpu["render_node_present"]
+    text = render(report)
+    assert "AMD (KFD)" in text and "gfx1100" in text and "BAR0 16 GiB" in text and "blocked" not in text
+    assert report["summary"] == {"devices": 1, "usable": 1, "found_any": True, "pci_scanned": 1}
+
+
+def test_gfx_names_from_kfd_versions():
+    s = EmulatedSystem()
+    s.add_node("/dev/kfd", lambda flags: NodeHandler())
+    kfd_topology(s, gfx_version=120001)
+    assert probe(s)["kfd"]["gpus"][0]["gfx"] == "gfx1201"
+    s2 = EmulatedSystem()
+    s2.add_node("/dev/kfd", lambda flags: NodeHandler())
+    kfd_topology(s2, gfx_version=90402)
+    assert probe(s2)["kfd"]["gpus"][0]["gfx"] == "gfx942"
+
+
+def test_unbound_amd_card_with_small_bar_goes_to_am_and_says_to_enable_resizable_bar():
+    s = EmulatedSystem()
+    pci_device(s, AMD_BDF, 0x1002, 0x744C, None, 256 << 20 >> 1)
+    (card,) = probe(s)["pci"]
+    assert card["path"] == "AM (no kernel driver)"
+    assert any("Resizable BAR" in b for b in card["blockers"])
+
+
+def test_amd_card_bound_to_amdgpu_without_kfd_is_blocked():
+    s = EmulatedSystem()
+    pci_device(s, AMD_BDF, 0x1002, 0x744C, "amdgpu", 16 << 30)
+    (card,) = probe(s)["pci"]
+    assert card["path"] == "AMD (KFD)" and "CONFIG_HSA_AMD" in card["blockers"][0]
+
+
+def test_nvidia_with_nouveau_is_blocked():
+    s = EmulatedSystem()
+    pci_device(s, "0000:01:00.0", 0x10DE, 0x2330, "nouveau", 64 << 30)
+    (card,) = probe(s)["pci"]
+    assert card["path"] == "NV (RM/UVM)" and "nouveau is bound" in card["blockers"][0]
+    assert "blocked: nouveau is bound" in render(probe(s))
+
+
+def test_nvidia_without_uvm_names_the_module_to_load():
+    s = EmulatedSystem()
+    pci_device(s, "0000:01:00.0", 0x10DE, 0x2330, "nvidia", 64 << 30)
+    s.add_node("/dev/nvidiactl", lambda flags: NodeHandler())
+    s.add_node("/dev/nvidia0", lambda flags: NodeHandler())
+    s.add_file("/proc/driver/nvidia/version", "NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  570.86.15\n")
+    report = probe(s)
+    (card,) = report["pci"]
+    assert card["blockers"] == ["/dev/nvidia-uvm is missing: load nvidia_uvm (modprobe nvidia-uvm)"]
+    assert report["nvidia"]["gpus"] == ["nvidia0"] and "570.86.15" in report["nvidia"]["driver_version"]
+
+
+def test_asm2464_bridge_is_listed_and_permission_problems_explained():
+    s = EmulatedSystem()
+    base = "/sys/bus/usb/devices/2-1"
+    for attr, val in (("idVendor", "174c"), ("idProduct", "2464"), ("product", "ASM2464PD"), ("busnum", "2"),
+                      ("devnum", "3")):
+        s.add_file(f"{base}/{attr}", val + "\n")
+
+    def forbidden(flags):
+        raise OSCallError(errno.EACCES, "permission denied")
+    s.add_node("/dev/bus/usb/002/003", forbidden)
+    (usb,) = probe(s)["usb"]
+    assert usb["path"] == "USB (ASM2464 bridge) -> AM" and (usb["bus"], usb["device"]) == (2, 3)
+    assert "udev rule" in usb["blockers"][0]
+
+
+def test_unopenable_kfd_says_which_groups_to_join():
+    s = EmulatedSystem()
+
+    def forbidden(flags):
+        raise OSCallError(errno.EACCES, "permission denied")
+    s.add_node("/dev/kfd", forbidden)
+    kfd_topology(s)
+    kfd = probe(s)["kfd"]
+    assert not kfd["openable"] and "render and video groups" in kfd["blockers"][0]
+
+
+def test_empty_machine_says_so_and_exits_zero(capsys):
+    assert main([], system=EmulatedSystem()) == 0
+    out = capsys.readouterr().out
+    assert "No GPU found" in out
+    assert main(["--json"], system=EmulatedSystem()) == 0
+    assert json.loads(capsys.readouterr().out)["summary"]["found_any"] is False
+
+
+def test_unreadable_attributes_do_not_crash_the_probe():
+    s = EmulatedSystem()
+    s.add_file(f"/sys/bus/pci/devices/{AMD_BDF}/class", "0x030000\n")
+    s.add_file(f"/sys/bus/pci/devices/{AMD_BDF}/vendor", "0x1002\n")  # no device, resource or driver link
+    (card,) = probe(s)["pci"]
+    assert card["bars"] is None and card["device_id"] is None
+    assert any("BARs could not be read" in b for b in card["blockers"])
+    assert "BARs: unknown" in render(probe(s))

@@ -1,0 +1,287 @@
+"""python -m tools.gpu_probe: what GPUs this machine has, which driver path would handle each, and what
+blocks it, in words a person can act on. `--json` prints the same report for programs.
+
+Every file it reads goes through the OS seam, so tests describe a machine with an emulated system.
+"""
+from __future__ import annotations
+
+import argparse
+import errno
+import json
+import os
+import posixpath
+import sys
+from typing import Any
+
+from drivers.system import LinuxSystem, System
+
+SCHEMA = 1
+VENDORS = {0x1002: "AMD", 0x10DE: "NVIDIA", 0x5143: "Qualcomm", 0x8086: "Intel", 0x1AF4: "Red Hat (virtio)",
+           0x1234: "QEMU", 0x1013: "Cirrus Logic", 0x15AD: "VMware", 0x1B36: "Red Hat (QEMU)"}
+ASM2464 = {(0x174C, 0x2463), (0x174C, 0x2464)}
+MIN_LARGE_BAR = 256 << 20  # AM maps all of VRAM through BAR0 only when resizable BAR gave it room
+PCI_ROOT, KFD_TOPOLOGY, USB_ROOT = "/sys/bus/pci/devices", "/sys/class/kfd/kfd/topology/nodes", "/sys/bus/usb/devices"
+
+
+def _attr(system: System, path: str) -> str | None:
+    """A sysfs attribute, or None when it cannot be read (missing, permission, I/O error)."""
+    try:
+        return system.read_text(path)
+    except OSError:
+        return None
+
+
+def _link_name(system: System, path: str) -> str | None:
+    try:
+        return posixpath.basename(system.readlink(path))
+    except OSError:
+        return None
+
+
+def _hex(text: str | None) -> int | None:
+    try:
+        return int(text, 16) if text else None
+    except ValueError:
+        return None
+
+
+def _listdir(system: System, path: str) -> list[str]:
+    try:
+        return system.listdir(path)
+    except OSError:
+        return []
+
+
+def _open_error(system: System, path: str) -> int | None:
+    """errno of opening a device node read-write (None when it opened), to tell missing from forbidden."""
+    try:
+        fd = system.open(path, os.O_RDWR)
+    except OSError as e:
+        return e.errno or errno.EIO
+    system.close(fd)
+    return None
+
+
+def _bars(system: System, bdf: str) -> list[dict[str, int]] | None:
+    text = _attr(system, f"{PCI_ROOT}/{bdf}/resource")
+    if text is None:
+        return None
+    bars = []
+    for i, line in enumerate(text.splitlines()[:6]):  # lines 0-5 are the BARs; then the ROM and bridge windows
+        try:
+            start, end, _flags = (int(x, 16) for x in line.split())
+        except ValueError:
+            continue
+        if end:
+            bars.append({"index": i, "size": end - start + 1})
+    return bars
+
+
+def _size_text(n: int) -> str:
+    for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if n >= 1 << shift:
+            return f"{n / (1 << shift):g} {unit}"
+    return f"{n} B"
+
+
+def probe_pci(system: System, kfd_present: bool, nvidia: dict | None) -> list[dict[str, Any]]:
+    """PCI display controllers (class 0x03) and processing accelerators (0x12), with their driver path."""
+    out = []
+    for bdf in _listdir(system, PCI_ROOT):
+        cls = _hex(_attr(system, f"{PCI_ROOT}/{bdf}/class"))
+        if cls is None or (cls >> 16) not in (0x03, 0x12):
+            continue
+        vendor = _hex(_attr(system, f"{PCI_ROOT}/{bdf}/vendor"))
+        dev = {"bdf": bdf, "vendor_id": vendor, "device_id": _hex(_attr(system, f"{PCI_ROOT}/{bdf}/device")),
+               "vendor": VENDORS.get(vendor or -1, "unknown vendor"), "class": cls,
+               "kernel_driver": _link_name(system, f"{PCI_ROOT}/{bdf}/driver"),
+               "bars": _bars(system, bdf), "iommu_group": _link_name(system, f"{PCI_ROOT}/{bdf}/iommu_group")}
+        dev["path"], dev["blockers"] = _pci_path(dev, kfd_present, nvidia)
+        out.append(dev)
+    return out
+
+
+def _pci_path(dev: dict[str, Any], kfd_present: bool, nvidia: dict | None) -> tuple[str | None, list[str]]:
+    drv, vendor = dev["kernel_driver"], dev["vendor_id"]
+    if vendor == 0x1002:
+        if drv == "amdgpu":
+            if kfd_present:
+                return "AMD (KFD)", []
+            return "AMD (KFD)", ["amdgpu is bound but /dev/kfd is missing: load amdgpu with KFD support "
+                                 "(CONFIG_HSA_AMD) or unbind amdgpu to use the AM path"]
+        blockers = []
+        if dev["bars"] is None:
+            blockers.append("its BARs could not be read (sysfs resource file missing or unreadable): run as root")
+        elif max((b["size"] for b in dev["bars"]), default=0) < MIN_LARGE_BAR:
+            blockers.append("BAR0 is smaller than 256 MiB: enable Resizable BAR and Above 4G decoding in the firmware setup")
+        if drv == "vfio-pci" and dev["iommu_group"] is None:
+            blockers.append("bound to vfio-pci but it has no IOMMU group: enable the IOMMU (amd_iommu=on / intel_iommu=on)")
+        elif drv not in (None, "vfio-pci"):
+            blockers.append(f"bound to {drv}: unbind it (echo {dev['bdf']} > /sys/bus/pci/drivers/{drv}/unbind)")
+        return "AM (no kernel driver)", blockers
+    if vendor == 0x10DE:
+        if drv == "nouveau":
+            return "NV (RM/UVM)", ["nouveau is bound; the NV path needs NVIDIA's open kernel module (nvidia.ko)"]
+        if drv != "nvidia":
+            return "NV (RM/UVM)", [f"{'no kernel driver' if drv is None else drv} is bound; load NVIDIA's open "
+                                   "kernel module (modprobe nvidia)"]
+        blockers = []
+        if not nvidia or not nvidia.get("nvidiactl"):
+            blockers.append("nvidia is bound but /dev/nvidiactl is missing: check the module loaded (dmesg)")
+        if not nvidia or not nvidia.get("uvm"):
+            blockers.append("/dev/nvidia-uvm is missing: load nvidia_uvm (modprobe nvidia-uvm)")
+        return "NV (RM/UVM)", blockers
+    return None, [f"no driver path for {dev['vendor']} devices"]
+
+
+def _gfx_name(version: int) -> str:
+    major, minor, step = version // 10000, (version // 100) % 100, version % 100
+    return f"gfx{major}{minor:x}{step:x}"
+
+
+def probe_kfd(system: System) -> dict[str, Any] | None:
+    """/dev/kfd and the GPU nodes of its topology."""
+    if not system.exists("/dev/kfd"):
+        return None
+    err = _open_error(system, "/dev/kfd")
+    info: dict[str, Any] = {"openable": err is None, "blockers": [], "gpus": []}
+    if err in (errno.EACCES, errno.EPERM):
+        info["blockers"].append("cannot open /dev/kfd: add yourself to the render and video groups "
+                                "(sudo usermod -aG render,video $USER) and log in again")
+    elif err is not None:
+        info["blockers"].append(f"cannot open /dev/kfd: {os.strerror(err)}")
+    for node in _listdir(system, KFD_TOPOLOGY):
+        props: dict[str, int] = {}
+        for line in (_attr(system, f"{KFD_TOPOLOGY}/{node}/properties") or "").splitlines():
+            key, _, value = line.partition(" ")
+            try:
+                props[key] = int(value)
+            except ValueError:
+                continue
+        version = props.get("gfx_target_version", 0)
+        if not version:
+            continue  # a CPU node
+        minor = props.get("drm_render_minor")
+        render = f"/dev/dri/renderD{minor}" if minor is not None else None
+        gpu = {"node": int(node) if node.isdigit() else node, "name": _attr(system, f"{KFD_TOPOLOGY}/{node}/name") or "",
+               "gfx": _gfx_name(version), "simd_count": props.get("simd_count"), "location_id": props.get("location_id"),
+               "domain": props.get("domain"), "render_node": render,
+               "render_node_present": bool(render and system.exists(render))}
+        if render and not gpu["render_node_present"]:
+            info["blockers"].append(f"KFD node {node} names {render}, which does not exist")
+        info["gpus"].append(gpu)
+    return info
+
+
+def probe_nvidia(system: System) -> dict[str, Any] | None:
+    """NVIDIA's device nodes and driver version, if its kernel module is loaded."""
+    nodes = [n for n in _listdir(system, "/dev") if n.startswith("nvidia")]
+    if not nodes:
+        return None
+    version = _attr(system, "/proc/driver/nvidia/version")
+    return {"nvidiactl": "nvidiactl" in nodes, "uvm": "nvidia-uvm" in nodes,
+            "gpus": sorted(n for n in nodes if n[6:].isdigit()),
+            "driver_version": version.splitlines()[0] if version else None}
+
+
+def probe_kgsl(system: System) -> dict[str, Any] | None:
+    """Qualcomm Adreno through /dev/kgsl-3d0."""
+    if not system.exists("/dev/kgsl-3d0"):
+        return None
+    err = _open_error(system, "/dev/kgsl-3d0")
+    blockers = [] if err is None else [f"cannot open /dev/kgsl-3d0: {os.strerror(err)}"
+                                       + (": add a udev rule or run as root" if err in (errno.EACCES, errno.EPERM) else "")]
+    return {"gpu_model": _attr(system, "/sys/class/kgsl/kgsl-3d0/gpu_model"), "path": "QCOM (kgsl)", "blockers": blockers}
+
+
+def probe_usb(system: System) -> list[dict[str, Any]]:
+    """ASM2464 USB3-to-PCIe bridges, which carry an AMD GPU to the AM path over USB."""
+    out = []
+    for name in _listdir(system, USB_ROOT):
+        ids = (_hex(_attr(system, f"{USB_ROOT}/{name}/idVendor")), _hex(_attr(system, f"{USB_ROOT}/{name}/idProduct")))
+        if ids not in ASM2464:
+            continue
+        bus, devnum = _attr(system, f"{USB_ROOT}/{name}/busnum"), _attr(system, f"{USB_ROOT}/{name}/devnum")
+        dev = {"sysfs": name, "vendor_id": ids[0], "product_id": ids[1], "product": _attr(system, f"{USB_ROOT}/{name}/product"),
+               "bus": int(bus) if bus and bus.isdigit() else None, "device": int(devnum) if devnum and devnum.isdigit() else None,
+               "path": "USB (ASM2464 bridge) -> AM", "blockers": []}
+        if dev["bus"] is not None and dev["device"] is not None:
+            node = f"/dev/bus/usb/{dev['bus']:03d}/{dev['device']:03d}"
+            err = _open_error(system, node)
+            if err in (errno.EACCES, errno.EPERM):
+                dev["blockers"].append(f"cannot open {node}: add a udev rule granting your user access to "
+                                       "174c:2463/2464, or run as root")
+            elif err is not None and err != errno.ENOENT:
+                dev["blockers"].append(f"cannot open {node}: {os.strerror(err)}")
+        out.append(dev)
+    return out
+
+
+def probe(system: System) -> dict[str, Any]:
+    """The whole report as a dict (the --json output)."""
+    kfd, nvidia = probe_kfd(system), probe_nvidia(system)
+    report = {"schema": SCHEMA, "pci": probe_pci(system, kfd is not None, nvidia), "kfd": kfd, "nvidia": nvidia,
+              "kgsl": probe_kgsl(system), "usb": probe_usb(system)}
+    gpus = [d for d in report["pci"] if d["path"]] + report["usb"] + ([report["kgsl"]] if report["kgsl"] else [])
+    report["summary"] = {"devices": len(gpus), "usable": sum(1 for d in gpus if not d["blockers"]),
+                         "found_any": bool(gpus or kfd or nvidia), "pci_scanned": len(_listdir(system, PCI_ROOT))}
+    return report
+
+
+NOTHING = ("No GPU found: no PCI display device with a driver path, /dev/kfd, /dev/nvidiactl, /dev/kgsl-3d0 or "
+           "ASM2464 USB bridge on this machine. Later versions run the emulated devices here (BAREGPU_EMULATE=1).")
+
+
+def render(report: dict[str, Any]) -> str:
+    """The report as text for a person."""
+    lines = []
+    for d in report["pci"]:
+        bars = ", ".join(f"BAR{b['index']} {_size_text(b['size'])}" for b in d["bars"] or []) or "unknown"
+        lines.append(f"PCI {d['bdf']}  {d['vendor']} {d['vendor_id'] or 0:04x}:{d['device_id'] or 0:04x}  "
+                     f"kernel driver: {d['kernel_driver'] or 'none'}")
+        lines.append(f"    BARs: {bars}; IOMMU group: {d['iommu_group'] or 'none'}")
+        lines.append(f"    driver path: {d['path'] or 'none'}")
+        lines += [f"    blocked: {b}" for b in d["blockers"]]
+    kfd = report["kfd"]
+    if kfd:
+        lines.append(f"/dev/kfd  {'opens' if kfd['openable'] else 'does not open'}; {len(kfd['gpus'])} GPU node(s)")
+        for g in kfd["gpus"]:
+            lines.append(f"    node {g['node']}: {g['gfx']} {g['name']}  {g['simd_count']} SIMDs, render node "
+                         f"{g['render_node'] or 'none'}{'' if g['render_node_present'] else ' (missing)'}")
+        lines += [f"    blocked: {b}" for b in kfd["blockers"]]
+    nv = report["nvidia"]
+    if nv:
+        lines.append(f"NVIDIA device nodes: {', '.join(nv['gpus']) or 'no GPU nodes'}; nvidiactl "
+                     f"{'present' if nv['nvidiactl'] else 'missing'}, nvidia-uvm {'present' if nv['uvm'] else 'missing'}")
+        if nv["driver_version"]:
+            lines.append(f"    {nv['driver_version']}")
+    if report["kgsl"]:
+        k = report["kgsl"]
+        lines.append(f"/dev/kgsl-3d0  Adreno {k['gpu_model'] or '(model unknown)'}  driver path: {k['path']}")
+        lines += [f"    blocked: {b}" for b in k["blockers"]]
+    for u in report["usb"]:
+        lines.append(f"USB {u['sysfs']}  ASMedia {u['vendor_id']:04x}:{u['product_id']:04x} {u['product'] or ''}  "
+                     f"driver path: {u['path']}")
+        lines += [f"    blocked: {b}" for b in u["blockers"]]
+    s = report["summary"]
+    if not s["found_any"]:
+        if not report["pci"]:
+            lines.append(f"Scanned {s['pci_scanned']} PCI device(s): none is a display controller or accelerator.")
+        lines.append(NOTHING)
+    else:
+        lines.append(f"{s['devices']} device(s) with a driver path, {s['usable']} ready to use.")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None, system: System | None = None) -> int:
+    """Entry point: print the report; exit 0 whenever the probe itself ran."""
+    ap = argparse.ArgumentParser(prog="python -m tools.gpu_probe", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--json", action="store_true", help="print the report as JSON")
+    args = ap.parse_args(argv)
+    report = probe(system or LinuxSystem())
+    print(json.dumps(report, indent=2) if args.json else render(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
