@@ -1,6 +1,7 @@
 """The device contract every driver implements: a timeline, synchronize, fault state and hang reports."""
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
@@ -106,9 +107,13 @@ class Device(ABC):
     def _recover(self) -> None: ...
 
     def sleep_on_signal(self, signal: Signal, value: int, timeout_s: float) -> None:
-        """Sleep at most timeout_s or until the signal may have changed (drivers use their event mechanism)."""
-        import time
+        """Sleep at most timeout_s or until the signal may have changed (drivers use their event mechanism).
+
+        A fault ends every wait at once: the work it waits for will not complete.
+        """
+        self.check()
         time.sleep(min(timeout_s, 1e-3))
+        self.check()
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}>"

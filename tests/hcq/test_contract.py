@@ -1,0 +1,181 @@
+"""The HCQ contract suite: the same tests against every HCQ device that exists (now the CPU device).
+
+A new driver is done when it passes these. Each device fixture yields an open device; programs are
+loaded through `load_program`, which every driver provides.
+"""
+from __future__ import annotations
+
+import ctypes
+
+import numpy as np
+import pytest
+
+from hcq.device import DeviceFaultError
+from hcq.errors import OutOfMemoryError
+from hcq.queue import QueueBuildError, Var
+from hcq.signal import SignalTimeoutError
+
+
+def open_cpu(**kw):
+    from drivers.cpu.device import CPUDevice
+    return CPUDevice(**kw)
+
+
+DEVICES = {"CPU": open_cpu}
+
+
+@pytest.fixture(params=sorted(DEVICES))
+def device(request):
+    dev = DEVICES[request.param]()
+    yield dev
+    dev.close()
+
+
+class AddOne:
+    """A host program for the contract: out[i] = a[i] + 1.0 over a kernarg block (out, a, n).
+
+    Compiled kernels replace it once the compiler lands; what it tests is the exec path: program
+    handle, kernel-argument memory, and the launch grid reaching the engine.
+    """
+    name = "add_one"
+
+    def __init__(self):
+        self.launches: list[tuple] = []
+
+    def run(self, kernargs: int, global_size, local_size):
+        out, a, n = (ctypes.c_uint64 * 3).from_address(kernargs)
+        self.launches.append((tuple(global_size), tuple(local_size)))
+        threads = global_size[0] * local_size[0]
+        count = min(n, threads)
+        src = np.ctypeslib.as_array((ctypes.c_float * count).from_address(a))
+        dst = np.ctypeslib.as_array((ctypes.c_float * count).from_address(out))
+        dst[:] = src + 1.0
+
+
+def submit_and_sync(dev, q):
+    q.signal(dev.timeline, dev.next_timeline_value()).submit(dev)
+    dev.synchronize(timeout=10)
+
+
+def test_signal_written_by_the_queue(device):
+    sig = device.new_signal(0)
+    device.compute_queue().signal(sig, 724).submit(device)
+    sig.wait(724, timeout=10)
+    assert sig.value == 724 and sig.timestamp > 0
+
+
+def test_cross_queue_wait_orders_copy_after_compute(device):
+    src, dst = device.alloc(4096), device.alloc(4096)
+    gate = device.new_signal(0)
+    src.cpu_view()[:] = b"\x11" * 4096
+    done = device.new_signal(0)
+    device.copy_queue().wait(gate, 1).copy(dst.va, src.va, 4096).signal(done, 1).submit(device)
+    with pytest.raises(SignalTimeoutError):
+        done.wait(1, timeout=0.05)  # the copy engine is stalled on the gate
+    assert bytes(dst.cpu_view()[:4]) == b"\0\0\0\0"
+    device.compute_queue().signal(gate, 1).submit(device)
+    done.wait(1, timeout=10)
+    assert bytes(dst.cpu_view()) == b"\x11" * 4096
+
+
+@pytest.mark.parametrize("size,src_off,dst_off", [(1, 0, 0), (3, 1, 7), (4095, 5, 3), (65537, 13, 0), (0, 0, 0)])
+def test_copies_of_odd_sizes_and_offsets(device, size, src_off, dst_off):
+    src, dst = device.alloc(size + 64), device.alloc(size + 64)
+    rng = np.random.default_rng(size)
+    payload = rng.integers(0, 256, size + 64, dtype=np.uint8)
+    src.cpu_view()[:] = payload.tobytes()
+    dst.cpu_view()[:] = b"\xee" * (size + 64)
+    submit_and_sync(device, device.copy_queue().copy(dst.va + dst_off, src.va + src_off, size))
+    got = np.frombuffer(dst.cpu_view(), np.uint8)
+    assert (got[dst_off:dst_off + size] == payload[src_off:src_off + size]).all()
+    assert (got[:dst_off] == 0xEE).all() and (got[dst_off + size:] == 0xEE).all(), "wrote outside the range"
+
+
+def test_kernel_launch_reads_its_arguments(device):
+    n = 1000
+    prog = device.load_program(AddOne())
+    a, out, args = device.alloc(4 * n), device.alloc(4 * n), device.alloc(24)
+    a.numpy(np.float32)[:] = np.arange(n, dtype=np.float32)
+    args.numpy(np.uint64)[:] = [out.va, a.va, n]
+    submit_and_sync(device, device.compute_queue().exec(prog, args, (16, 1, 1), (64, 1, 1)))
+    np.testing.assert_array_equal(out.numpy(np.float32), np.arange(n, dtype=np.float32) + 1)
+    assert prog.launches == [((16, 1, 1), (64, 1, 1))]
+
+
+def test_timestamps_are_monotonic(device):
+    sigs = [device.new_signal(0) for _ in range(4)]
+    q = device.compute_queue()
+    for s in sigs:
+        q.timestamp(s)
+    submit_and_sync(device, q)
+    stamps = [s.timestamp for s in sigs]
+    assert all(t > 0 for t in stamps) and stamps == sorted(stamps)
+
+
+def test_replay_patches_only_the_recorded_values(device):
+    sig, src, dst = device.new_signal(0), device.alloc(256), device.alloc(256)
+    src.cpu_view()[:] = bytes(range(256))
+    q = device.copy_queue().copy(Var("dst"), src.va, 16).signal(sig, Var("v"))
+    before = bytes(q.cmd)
+    with pytest.raises(QueueBuildError, match=r"values for \['dst', 'v'\]"):
+        q.submit(device)
+    for i in range(1, 6):
+        q.submit(device, {"v": i, "dst": dst.va + 16 * i})
+        sig.wait(i, timeout=10)
+    for i in range(1, 6):
+        assert bytes(dst.cpu_view()[16 * i:16 * i + 16]) == bytes(range(16))
+    changed = [k for k, (x, y) in enumerate(zip(before, bytes(q.cmd))) if x != y]
+    patched = {4 * p.index + b for p in q.patches for b in range(p.bits // 8)}
+    assert set(changed) <= patched, "replay touched words that were not recorded as patches"
+    assert len(q.patches) == 2
+
+
+def test_sustained_submission_wraps_the_ring(device):
+    sig = device.new_signal(0)
+    q = device.compute_queue().signal(sig, Var("v"))
+    for i in range(1, 1201):  # several times the ring's depth; submit must apply backpressure, never overwrite
+        q.submit(device, {"v": i})
+    sig.wait(1200, timeout=30)
+    assert sig.value == 1200
+
+
+def test_allocator_exhaustion_and_recovery():
+    for name, opener in DEVICES.items():
+        dev = opener(arena_size=1 << 22) if name == "CPU" else opener()
+        try:
+            bufs = []
+            with pytest.raises(OutOfMemoryError, match="out of memory"):
+                while True:
+                    bufs.append(dev.alloc(1 << 18))
+            for b in bufs:
+                dev.free(b)
+            big = dev.alloc(1 << 21)
+            assert big.size == 1 << 21
+        finally:
+            dev.close()
+
+
+def test_injected_hang_gives_a_hang_report_then_recovers(device):
+    device.stall("compute")
+    sig = device.new_signal(0)
+    device.compute_queue().signal(sig, 1).signal(device.timeline, device.next_timeline_value()).submit(device)
+    with pytest.raises(SignalTimeoutError) as e:
+        device.synchronize(timeout=0.2)
+    report = str(e.value)
+    assert "timeline" in report and "stalled" in report and "not consumed" in report
+    device.recover()
+    submit_and_sync(device, device.compute_queue().signal(sig, 2))
+    assert sig.value == 2
+
+
+def test_bad_address_faults_the_device_until_recovered(device):
+    src = device.alloc(64)
+    submit = device.copy_queue().copy(0x10, src.va, 64).signal(device.timeline, device.next_timeline_value())
+    submit.submit(device)
+    with pytest.raises(DeviceFaultError) as e:
+        device.synchronize(timeout=30)  # a fault ends the wait at once, it does not run into the timeout
+    assert "page fault" in str(e.value) and "0x10" in str(e.value)
+    with pytest.raises(DeviceFaultError, match="faulted"):
+        device.alloc(64)
+    device.recover()
+    submit_and_sync(device, device.copy_queue().copy(src.va, src.va, 0))
