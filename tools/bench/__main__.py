@@ -1,0 +1,31 @@
+"""python -m tools.bench [--only NAME] [--json]: run the benchmarks and print one table."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import json
+import sys
+
+SUITES = ["allocator", "hcq_submit"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run every suite (or --only one) and print the table or JSON."""
+    ap = argparse.ArgumentParser(prog="python -m tools.bench", description=__doc__)
+    ap.add_argument("--only", choices=SUITES, action="append", help="run only this suite (repeatable)")
+    ap.add_argument("--json", action="store_true", help="print JSON rows instead of a table")
+    args = ap.parse_args(argv)
+    from tools.bench import table
+    results = []
+    for name in args.only or SUITES:
+        results += importlib.import_module(f"tools.bench.{name}").run()
+    if args.json:
+        print(json.dumps([dataclasses.asdict(r) | {"verdict": r.verdict} for r in results], indent=2))
+    else:
+        print(table(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
