@@ -22,8 +22,11 @@ class NodeHandler:
     def ioctl(self, request: int, arg: IoctlArg) -> int:
         raise OSCallError(errno.ENOTTY, f"ioctl {request:#x} is not supported by this emulated device")
 
-    def mmap(self, length: int, prot: int, flags: int, offset: int) -> int:
+    def mmap(self, length: int, prot: int, flags: int, offset: int, addr: int) -> int:
         raise OSCallError(errno.ENODEV, "this emulated device cannot be mapped")
+
+    def munmap(self, addr: int, length: int) -> None:
+        """Undo a mapping this handler made (the default made none that needs undoing)."""
 
     def read(self, size: int) -> bytes:
         raise OSCallError(errno.EINVAL, "this emulated device cannot be read")
@@ -73,6 +76,7 @@ class EmulatedSystem(System):
         self._fds: dict[int, NodeHandler] = {}
         self._next_fd = 1000
         self._anon: dict[int, int] = {}
+        self._device_maps: dict[int, tuple[int, NodeHandler]] = {}
         self._libc = libc()
 
     # -- building the emulated machine --
@@ -139,15 +143,28 @@ class EmulatedSystem(System):
                 ret = self._libc.mmap(addr or None, length, prot, flags, -1, 0)
                 if ret is None or ret == ctypes.c_void_p(-1).value:
                     raise OSCallError(ctypes.get_errno(), f"anonymous mmap of {length:#x} bytes failed")
+                self._forget_device_maps(ret, length)  # MAP_FIXED replaced whatever was there
                 self._anon[ret] = length
                 return ret
-            return self._handler(fd).mmap(length, prot, flags, offset)
+            handler = self._handler(fd)
+            ret = handler.mmap(length, prot, flags, offset, addr)
+            self._device_maps[ret] = (length, handler)
+            return ret
         return self._record("mmap", (fd, length, prot, flags, offset, addr), do)
+
+    def _forget_device_maps(self, addr: int, length: int) -> None:
+        for start in [a for a in self._device_maps if addr <= a < addr + length]:
+            n, handler = self._device_maps.pop(start)
+            handler.munmap(start, n)
 
     def munmap(self, addr: int, length: int) -> None:
         def do() -> None:
-            if addr in self._anon:
-                self._libc.munmap(addr, self._anon.pop(addr))
+            self._forget_device_maps(addr, length)
+            overlapping = [a for a, n in self._anon.items() if a < addr + length and addr < a + n]
+            for a in overlapping:
+                del self._anon[a]
+            if overlapping:  # real memory this process mapped: unmap exactly the range asked, as munmap does
+                self._libc.munmap(addr, length)
         return self._record("munmap", (addr, length), do)
 
     def _lookup(self, path: str) -> bytes:

@@ -41,7 +41,7 @@ class FakeKfd(NodeHandler):
         arg.major_version, arg.minor_version = kfd.KFD_IOCTL_MAJOR_VERSION, kfd.KFD_IOCTL_MINOR_VERSION
         return 0
 
-    def mmap(self, length, prot, flags, offset):
+    def mmap(self, length, prot, flags, offset, addr):
         assert offset == 0x1000
         return ctypes.addressof(self.page)
 
