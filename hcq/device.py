@@ -81,8 +81,12 @@ class Device(ABC):
 
     def recover(self) -> None:
         """Reset what the fault broke (queues, timeline) so the device is usable again."""
-        self._recover()
-        self.fault = None
+        fault, self.fault = self.fault, None  # recovery itself allocates and submits
+        try:
+            self._recover()
+        except BaseException:
+            self.fault = self.fault or fault
+            raise
 
     # --- hang reports ---
     def hang_report(self, waited_s: float, signals: list[tuple[Signal, int]]) -> HangReport:

@@ -41,6 +41,7 @@ class Patch:
     index: int  # 32-bit word index in that stream
     bits: int = 32  # 32 or 64 (64 spans two words, low word first)
     shift: int = 0  # the value is stored right-shifted (addresses in 256-byte units, etc.)
+    truncate: bool = False  # keep only the field's bits: one half of a value split over two 32-bit fields
 
 
 class QueueBuildError(HCQError):
@@ -122,6 +123,8 @@ class HWQueue(ABC):
         """Write each Var's value into every place it was recorded."""
         for p in self.patches:
             v = (values[p.var.name] + p.var.offset) >> p.shift
+            if p.truncate:
+                v &= (1 << p.bits) - 1
             words = self.streams[p.stream]
             if p.bits == 32:
                 if not 0 <= v < 1 << 32:
@@ -134,6 +137,16 @@ class HWQueue(ABC):
 
     def _u32(self, v: Value, stream: str = "cmd", shift: int = 0) -> None:
         self._put(v, stream, 32, shift)
+
+    def _packet(self, words: list[int], fields: dict[int, tuple[Value, int, int, bool]], stream: str = "cmd") -> None:
+        """Append an encoded packet; for each Var among `fields` ({word offset: (value, bits, shift, truncate)})
+        record a patch at that offset (the encoder wrote a placeholder there). Int fields are already encoded."""
+        base = len(self.streams.setdefault(stream, array("I")))
+        for off, (v, bits, shift, truncate) in fields.items():
+            if isinstance(v, Var):
+                self.patches.append(Patch(v, stream, base + off, bits, shift, truncate))
+                self.vars.add(v.name)
+        self.streams[stream].extend(words)
 
     def _u64(self, v: Value, stream: str = "cmd", shift: int = 0) -> None:
         self._put(v, stream, 64, shift)

@@ -20,10 +20,15 @@ from hcq.buffer import Buffer, MemFlags
 from hcq.device import Device, DeviceFault
 from hcq.errors import HCQError, InvalidHandleError, OutOfMemoryError
 from hcq.signal import SIGNAL_SIZE, Signal, SignalPool
+from drivers.amd.queue import AMDComputeQueue, AMDCopyQueue, Ring
 
 VA_WINDOW = 64 << 30  # GPU virtual addresses we hand out; reserved PROT_NONE so nothing else lands there
+VA_HINT = 0x200000000000  # far below the mmap area, so the same range is free in other processes too
+COMPUTE_RING_SIZE = 1 << 18  # bytes, for each of the compute and SDMA rings
+EOP_SIZE = 0x1000  # end-of-pipe buffer per compute queue (amdkfd's default for gfx10+)
 MIN_KFD_VERSION = (1, 14)  # AMDKFD_IOC_ALLOC_MEMORY_OF_GPU with mmap offsets through the render node
 SIGNAL_SLOTS = 4096
+DOORBELL_MAP_SIZE = 0x2000  # KFD maps a process's doorbells as one 8 KiB page per GPU
 PROT_NONE, PROT_RW = 0, 3
 
 
@@ -50,7 +55,8 @@ def memory_flags(flags: MemFlags) -> int:
 class KFDDevice(Device):
     """One AMD GPU through KFD. `index` picks among the topology's GPU nodes."""
 
-    def __init__(self, index: int = 0, system: System | None = None, lock_wait: float | None = None):
+    def __init__(self, index: int = 0, system: System | None = None, lock_wait: float | None = None,
+                 ring_size: int = COMPUTE_RING_SIZE):
         from drivers.emulation import system_for
         self.system = system or system_for("amd")
         nodes = read_topology(self.system)
@@ -62,10 +68,13 @@ class KFDDevice(Device):
         self.node: KFDNode = nodes[index]
         super().__init__(f"AMD:{index}" if index else "AMD")
         self.target = self.node.target
+        self.ring_size = ring_size
         self.lock = DeviceLock(f"kfd-gpu-{self.node.gpu_id}", self.system.lock_dir, wait=lock_wait).acquire()
         self._fds: list[int] = []
         self._buffers: dict[int, Buffer] = {}
+        self._queue_bufs = []
         self._window = 0
+        self.kfd_fd = None
         try:
             self._open()
         except BaseException:
@@ -83,10 +92,102 @@ class KFDDevice(Device):
         self.drm_fd = self._open_node(self.node.render_node)
         self._ioctl("ACQUIRE_VM", kfd.AMDKFD_IOC_ACQUIRE_VM,
                     kfd.struct_kfd_ioctl_acquire_vm_args(drm_fd=self.drm_fd, gpu_id=self.node.gpu_id))
-        self._window = self.system.mmap(-1, VA_WINDOW, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE)
+        self._window = self.system.mmap(-1, VA_WINDOW, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, 0, VA_HINT)
         self.heap = VAHeap(self._window, VA_WINDOW, PAGE_SIZE, f"{self.name} VA")
         sig_buf = self.alloc(SIGNAL_SIZE * SIGNAL_SLOTS, MemFlags.HOST_VISIBLE | MemFlags.UNCACHED)
         self.signals = SignalPool(sig_buf.host_addr, sig_buf.va, sig_buf.size, self)
+        self.signal_event_id = self._create_event(kfd.KFD_IOC_EVENT_SIGNAL)
+        self.memory_event_id = self._create_event(kfd.KFD_IOC_EVENT_MEMORY)
+        self.hw_event_id = self._create_event(kfd.KFD_IOC_EVENT_HW_EXCEPTION)
+        self._doorbell_page = 0
+        self._queue_bufs: list[Buffer] = []
+        self._create_rings()
+
+    # --- events ---
+    def _create_event(self, event_type: int) -> int:
+        args = kfd.struct_kfd_ioctl_create_event_args(event_type=event_type, auto_reset=1, node_id=self.node.index)
+        self._ioctl("CREATE_EVENT", kfd.AMDKFD_IOC_CREATE_EVENT, args)
+        return args.event_id
+
+    def _wait_events(self, ids: list[int], timeout_ms: int) -> list[Any]:
+        data = (kfd.struct_kfd_event_data * len(ids))()
+        for d, i in zip(data, ids):
+            d.event_id = i
+        args = kfd.struct_kfd_ioctl_wait_events_args(events_ptr=ctypes.addressof(data), num_events=len(ids),
+                                                     wait_for_all=0, timeout=timeout_ms)
+        self._ioctl("WAIT_EVENTS", kfd.AMDKFD_IOC_WAIT_EVENTS, args)
+        return list(data) if args.wait_result == kfd.KFD_IOC_WAIT_RESULT_COMPLETE else []
+
+    def sleep_on_signal(self, signal: Signal, value: int, timeout_s: float) -> None:
+        """Sleep in KFD until a queue interrupts (a signal was written) or faults, or the slice ends."""
+        self.check()
+        ids = [self.signal_event_id, self.memory_event_id, self.hw_event_id]
+        self._handle_exceptions(self._wait_events(ids, max(1, int(timeout_s * 1000))))
+        self.check()
+
+    def poll_faults(self) -> None:
+        """Turn pending KFD memory and hardware exceptions into the device's fault state."""
+        self._handle_exceptions(self._wait_events([self.memory_event_id, self.hw_event_id], 0))
+
+    def _handle_exceptions(self, events: list[Any]) -> None:
+        # Exception events auto-reset when a wait returns them, so whoever waited must record them here.
+        for d in events:
+            if d.event_id == self.memory_event_id:
+                exc = d.memory_exception_data
+                if exc.va or exc.failure.NotPresent or exc.failure.ReadOnly or exc.failure.NoExecute:
+                    self.set_fault(self.fault_from_exception(exc.va))
+            elif d.event_id == self.hw_event_id and d.hw_exception_data.gpu_id:
+                self.set_fault(DeviceFault("hardware exception", "a queue hung or met a bad packet; the queues' "
+                                           "state is in details", details={"queues": [q.debug_state().describe()
+                                                                                     for q in self.hw_queues()]}))
+
+    # --- queues ---
+    def _create_rings(self) -> None:
+        self.compute_ring = self._create_ring("compute", kfd.KFD_IOC_QUEUE_TYPE_COMPUTE, self.ring_size)
+        self.sdma_ring = self._create_ring("sdma", kfd.KFD_IOC_QUEUE_TYPE_SDMA, self.ring_size)
+
+    def _create_ring(self, kind: str, queue_type: int, size: int) -> Ring:
+        ring = self.alloc(size, MemFlags.HOST_VISIBLE | MemFlags.UNCACHED)
+        ptrs = self.alloc(PAGE_SIZE, MemFlags.HOST_VISIBLE | MemFlags.UNCACHED)
+        bufs = [ring, ptrs]
+        args = kfd.struct_kfd_ioctl_create_queue_args(
+            ring_base_address=ring.va, ring_size=size, read_pointer_address=ptrs.va, write_pointer_address=ptrs.va + 16,
+            gpu_id=self.node.gpu_id, queue_type=queue_type, queue_percentage=kfd.KFD_MAX_QUEUE_PERCENTAGE,
+            queue_priority=7)
+        if kind == "compute":
+            eop = self.alloc(EOP_SIZE, MemFlags.DEVICE_LOCAL)
+            bufs.append(eop)
+            args.eop_buffer_address, args.eop_buffer_size = eop.va, EOP_SIZE
+            # CWSR save area sizes, where KFD publishes them; the emulated KFD publishes none and needs none.
+            args.ctx_save_restore_size = self.node.properties.get("cwsr_size", 0)
+            args.ctl_stack_size = self.node.properties.get("ctl_stack_size", 0)
+            if args.ctx_save_restore_size:
+                cwsr = self.alloc(args.ctx_save_restore_size, MemFlags.HOST_VISIBLE)
+                bufs.append(cwsr)
+                args.ctx_save_restore_address = cwsr.va
+        self._ioctl("CREATE_QUEUE", kfd.AMDKFD_IOC_CREATE_QUEUE, args)
+        self._queue_bufs += bufs
+        page_off = args.doorbell_offset & ~(DOORBELL_MAP_SIZE - 1)
+        if not self._doorbell_page:
+            self._doorbell_page = self.system.mmap(self.kfd_fd, DOORBELL_MAP_SIZE, PROT_RW, MAP_SHARED, page_off)
+        doorbell = self._doorbell_page + (args.doorbell_offset - page_off)
+        return Ring(f"{self.name}.{kind}", kind, ring, ptrs.host_addr, ptrs.host_addr + 16, doorbell, args.queue_id)
+
+    def _destroy_rings(self) -> None:
+        for ring in (getattr(self, "compute_ring", None), getattr(self, "sdma_ring", None)):
+            if ring is not None:
+                self._ioctl("DESTROY_QUEUE", kfd.AMDKFD_IOC_DESTROY_QUEUE,
+                            kfd.struct_kfd_ioctl_destroy_queue_args(queue_id=ring.queue_id))
+        self.compute_ring = self.sdma_ring = None
+        for buf in self._queue_bufs:
+            self.free(buf)
+        self._queue_bufs = []
+
+    def compute_queue(self) -> AMDComputeQueue:
+        return AMDComputeQueue(self)
+
+    def copy_queue(self) -> AMDCopyQueue:
+        return AMDCopyQueue(self)
 
     def _open_node(self, path: str) -> int:
         try:
@@ -168,11 +269,15 @@ class KFDDevice(Device):
     def new_signal(self, value: int = 0, name: str = "") -> Signal:
         return self.signals.new(value, name)
 
-    def hw_queues(self) -> list[Any]:
-        return []
+    def hw_queues(self) -> list[Ring]:
+        return [r for r in (getattr(self, "compute_ring", None), getattr(self, "sdma_ring", None)) if r is not None]
 
     def _recover(self) -> None:
-        pass
+        """Faulted queues are dead: destroy them and start fresh ones; the timeline is reset to what was issued."""
+        self._wait_events([self.memory_event_id, self.hw_event_id], 0)  # drain stale reports
+        self._destroy_rings()
+        self._create_rings()
+        self.timeline.value = self.timeline_value
 
     def fault_from_exception(self, va: int) -> DeviceFault:
         """A memory exception decoded to the buffer that owns the address (or none: a wild pointer)."""
@@ -185,6 +290,11 @@ class KFDDevice(Device):
         if getattr(self, "_closing", False):
             return
         self._closing = True
+        try:
+            if getattr(self, "kfd_fd", None) is not None:
+                self._destroy_rings()
+        except HCQError:
+            pass  # closing anyway
         for buf in list(self._buffers.values()):
             try:
                 self.free(buf)

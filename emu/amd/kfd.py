@@ -9,9 +9,15 @@ from __future__ import annotations
 import ctypes
 import errno
 import itertools
+import json
 import mmap as _mmap
 import os
+import socket
+import subprocess
+import sys
 import threading
+import time
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -21,6 +27,9 @@ from drivers.system import OSCallError
 from emu.system import EmulatedSystem, NodeHandler
 
 PAGE = _mmap.PAGESIZE
+DOORBELL_PAGE = 0x2000  # one doorbell page per GPU, 8-byte doorbells
+DOORBELL_MMAP_BASE = 0x40000000  # where /dev/kfd mmap offsets for doorbell pages start in this emulator
+CP_TIMEOUT_S = 10.0
 TOPOLOGY = "/sys/class/kfd/kfd/topology/nodes"
 # gfx target -> (gfx_target_version, SIMD count, VRAM bytes), shaped like a real board of that family
 TARGETS = {"gfx1100": (110000, 192, 24 << 30), "gfx1201": (120001, 128, 16 << 30), "gfx942": (90402, 1216, 192 << 30)}
@@ -79,22 +88,36 @@ class BO:
 
 
 @dataclass
+class EmuQueue:
+    """A queue KFD created: where its ring and pointers are, and its doorbell slot."""
+    qid: int
+    gpu: "EmuGPU"
+    kind: str
+    ring: int
+    ring_size: int
+    rptr: int
+    wptr: int
+    doorbell_off: int  # byte offset in the doorbell pool
+
+
+@dataclass
 class Event:
     event_id: int
     event_type: int
     auto_reset: bool
     signaled: bool = False
     memory_exception: tuple[int, int] | None = None  # (va, gpu_id)
+    hw_exception: int | None = None  # gpu_id
 
 
 class EmuGPU:
     """One emulated AMD GPU: topology node, VRAM pool, render node, buffer objects."""
 
-    def __init__(self, index: int, target: str, gpu_id: int, render_minor: int):
+    def __init__(self, index: int, target: str, gpu_id: int, render_minor: int, vram_limit: int = EMULATED_VRAM_LIMIT):
         version, simds, vram = TARGETS[target]
         self.index, self.target, self.gpu_id, self.render_minor = index, target, gpu_id, render_minor
         self.gfx_version, self.simd_count = version, simds
-        self.vram = Pool(f"vram{index}", min(vram, EMULATED_VRAM_LIMIT))
+        self.vram = Pool(f"vram{index}", min(vram, vram_limit))
         self.bos: dict[int, BO] = {}
         self.vm_acquired = False
 
@@ -111,8 +134,12 @@ class EmuGPU:
 class EmulatedKFD:
     """The emulated kernel side of KFD shared by every open file: GPUs, GTT pool, events, handles."""
 
-    def __init__(self, targets: tuple[str, ...] = ("gfx1100",)):
-        self.gpus = [EmuGPU(i, t, 0x1000 + 0x111 * (i + 1), 128 + i) for i, t in enumerate(targets)]
+    def __init__(self, targets: tuple[str, ...] = ("gfx1100",), vram_limit: int = EMULATED_VRAM_LIMIT):
+        unknown = [t for t in targets if t not in TARGETS]
+        if unknown:
+            raise ValueError(f"no emulated AMD GPU for {unknown}; emulated targets are {sorted(TARGETS)}")
+        self.gpus = [EmuGPU(i, t, 0x1000 + 0x111 * (i + 1), 128 + i, vram_limit) for i, t in enumerate(targets)]
+        self.open_files = 0
         self.gtt = Pool("gtt", 4 << 30)
         self.events: dict[int, Event] = {}
         self._handles = itertools.count(1)
@@ -120,6 +147,73 @@ class EmulatedKFD:
         self._event_ids = itertools.count(1)
         self.cv = threading.Condition()
         self.counters: dict[str, int] = {}
+        self.doorbells = Pool("doorbells", DOORBELL_PAGE * len(self.gpus))
+        self.queues: dict[int, "EmuQueue"] = {}
+        self.faults: list[dict[str, Any]] = []
+        self._queue_ids = itertools.count(1)
+        self._cp: CPLink | None = None
+        weakref.finalize(self, EmulatedKFD._stop_cp, self.__dict__)
+
+    @staticmethod
+    def _stop_cp(state: dict[str, Any]) -> None:
+        if state.get("_cp") is not None:
+            state["_cp"].close()
+
+    # --- the command processor process ---
+    def cp(self) -> "CPLink":
+        """The command processor process, started on first use."""
+        if self._cp is None:
+            self._cp = CPLink(self)
+            for g in self.gpus:
+                for bo in g.bos.values():
+                    self._cp_map(bo)
+        return self._cp
+
+    def _cp_map(self, bo: "BO") -> None:
+        if self._cp is not None and bo.pool is not None:
+            self._cp.call(op="map", va=bo.va, size=bo.size, pool=bo.pool.name, off=bo.pool_off)
+
+    def _cp_unmap(self, bo: "BO") -> None:
+        if self._cp is not None and bo.pool is not None:
+            self._cp.call(op="unmap", va=bo.va)
+
+    def on_interrupt(self, ctxid: int) -> None:
+        """An interrupt from a queue (RELEASE_MEM int_sel, SDMA TRAP): signal the event it names."""
+        self.count("interrupts")
+        with self.cv:
+            ev = self.events.get(ctxid)
+            if ev is not None:
+                ev.signaled = True
+            self.cv.notify_all()
+
+    def on_fault(self, msg: dict[str, Any]) -> None:
+        """A queue faulted: page faults become memory exceptions, anything else a hardware exception."""
+        self.count("faults")
+        self.faults.append(msg)
+        q = self.queues.get(msg["qid"])
+        gpu_id = q.gpu.gpu_id if q else 0
+        if msg["kind"] == "page fault" and msg.get("va") is not None:
+            self.raise_memory_exception(msg["va"], gpu_id)
+        else:
+            with self.cv:
+                for ev in self.events.values():
+                    if ev.event_type == kfd.KFD_IOC_EVENT_HW_EXCEPTION:
+                        ev.signaled, ev.hw_exception = True, gpu_id
+                self.cv.notify_all()
+
+    def stall(self, qid: int, on: bool = True) -> None:
+        """Fault injection: the queue's command processor stops consuming (a queue that never completes)."""
+        self.cp().call(op="stall", qid=qid, on=on)
+
+    def close(self) -> None:
+        """What process exit does: queues are destroyed and the command processor stops."""
+        for qid in list(self.queues):
+            q = self.queues.pop(qid)
+            if self._cp is not None:
+                self._cp.call(op="destroy", qid=q.qid)
+        if self._cp is not None:
+            self._cp.close()
+            self._cp = None
 
     def install(self, system: EmulatedSystem) -> None:
         """Register the topology, /dev/kfd and the render nodes in an emulated system."""
@@ -170,6 +264,7 @@ class KFDFile(NodeHandler):
 
     def __init__(self, dev: EmulatedKFD, system: EmulatedSystem):
         self.dev, self.system = dev, system
+        dev.open_files += 1
         self.handlers: dict[int, tuple[type, Callable[[Any], None]]] = {
             kfd.AMDKFD_IOC_GET_VERSION: (kfd.struct_kfd_ioctl_get_version_args, self.get_version),
             kfd.AMDKFD_IOC_ACQUIRE_VM: (kfd.struct_kfd_ioctl_acquire_vm_args, self.acquire_vm),
@@ -181,6 +276,8 @@ class KFDFile(NodeHandler):
             kfd.AMDKFD_IOC_DESTROY_EVENT: (kfd.struct_kfd_ioctl_destroy_event_args, self.destroy_event),
             kfd.AMDKFD_IOC_SET_EVENT: (kfd.struct_kfd_ioctl_set_event_args, self.set_event),
             kfd.AMDKFD_IOC_WAIT_EVENTS: (kfd.struct_kfd_ioctl_wait_events_args, self.wait_events),
+            kfd.AMDKFD_IOC_CREATE_QUEUE: (kfd.struct_kfd_ioctl_create_queue_args, self.create_queue),
+            kfd.AMDKFD_IOC_DESTROY_QUEUE: (kfd.struct_kfd_ioctl_destroy_queue_args, self.destroy_queue),
         }
 
     def ioctl(self, request: int, arg: Any) -> int:
@@ -191,6 +288,65 @@ class KFDFile(NodeHandler):
         self.dev.count("ioctls")
         fn(_view(arg, cls, request))
         return 0
+
+    def _bo_at(self, gpu: "EmuGPU", va: int, size: int, what: str) -> BO:
+        for bo in gpu.bos.values():
+            if bo.va <= va and va + size <= bo.va + bo.size and bo.pool is not None:
+                if gpu.gpu_id not in bo.mapped_on:
+                    raise OSCallError(errno.EINVAL, f"CREATE_QUEUE: {what} at {va:#x} is not mapped to the GPU")
+                return bo
+        raise OSCallError(errno.EINVAL, f"CREATE_QUEUE: {what} [{va:#x}, {va + size:#x}) is not inside a GPU buffer")
+
+    def create_queue(self, a: Any) -> None:
+        gpu = self.dev.gpu(a.gpu_id)
+        kinds = {kfd.KFD_IOC_QUEUE_TYPE_COMPUTE: "compute", kfd.KFD_IOC_QUEUE_TYPE_SDMA: "sdma"}
+        if a.queue_type not in kinds:
+            raise OSCallError(errno.EINVAL, f"CREATE_QUEUE: queue type {a.queue_type} is not emulated (PM4 compute and SDMA are)")
+        if a.ring_size < 256 or a.ring_size & (a.ring_size - 1):
+            raise OSCallError(errno.EINVAL, f"CREATE_QUEUE: ring size {a.ring_size:#x} must be a power of two >= 256")
+        if a.queue_percentage > kfd.KFD_MAX_QUEUE_PERCENTAGE or a.queue_priority > kfd.KFD_MAX_QUEUE_PRIORITY:
+            raise OSCallError(errno.EINVAL, "CREATE_QUEUE: percentage or priority out of range")
+        self._bo_at(gpu, a.ring_base_address, a.ring_size, "ring")
+        self._bo_at(gpu, a.read_pointer_address, 8, "read pointer")
+        self._bo_at(gpu, a.write_pointer_address, 8, "write pointer")
+        if kinds[a.queue_type] == "compute":
+            if not a.eop_buffer_address or not a.eop_buffer_size:
+                raise OSCallError(errno.EINVAL, "CREATE_QUEUE: compute queues need an EOP buffer")
+            self._bo_at(gpu, a.eop_buffer_address, a.eop_buffer_size, "EOP buffer")
+        used = {q.doorbell_off for q in self.dev.queues.values() if q.gpu is gpu}
+        slot = next((k for k in range(DOORBELL_PAGE // 8) if gpu.index * DOORBELL_PAGE + 8 * k not in used), None)
+        if slot is None:
+            raise OSCallError(errno.ENOSPC, "CREATE_QUEUE: no free doorbell")
+        q = EmuQueue(next(self.dev._queue_ids), gpu, kinds[a.queue_type], a.ring_base_address, a.ring_size,
+                     a.read_pointer_address, a.write_pointer_address, gpu.index * DOORBELL_PAGE + 8 * slot)
+        ctypes.c_uint64.from_address(a.read_pointer_address).value = 0
+        ctypes.c_uint64.from_address(a.write_pointer_address).value = 0
+        self.dev.cp().call(op="queue", qid=q.qid, kind=q.kind, ring=q.ring, ring_size=q.ring_size, rptr=q.rptr,
+                           wptr=q.wptr, doorbell_off=q.doorbell_off)
+        self.dev.queues[q.qid] = q
+        a.queue_id = q.qid
+        a.doorbell_offset = DOORBELL_MMAP_BASE + gpu.index * DOORBELL_PAGE + 8 * slot
+
+    def destroy_queue(self, a: Any) -> None:
+        q = self.dev.queues.pop(a.queue_id, None)
+        if q is None:
+            raise OSCallError(errno.EINVAL, f"DESTROY_QUEUE: no queue {a.queue_id}")
+        self.dev.cp().call(op="destroy", qid=q.qid)
+
+    def mmap(self, length: int, prot: int, flags: int, offset: int, addr: int) -> int:
+        rel = offset - DOORBELL_MMAP_BASE
+        if rel < 0 or rel % DOORBELL_PAGE or rel // DOORBELL_PAGE >= len(self.dev.gpus) or length > DOORBELL_PAGE:
+            raise OSCallError(errno.EINVAL, f"/dev/kfd mmap: offset {offset:#x} is not a doorbell page")
+        ret = _libc.mmap(addr or None, length, prot, flags | _mmap.MAP_SHARED, self.dev.doorbells.fd, rel)
+        if ret in (None, ctypes.c_void_p(-1).value):
+            raise OSCallError(ctypes.get_errno(), "mapping the doorbell page failed")
+        self.dev.count("doorbell_maps")
+        return ret
+
+    def close(self) -> None:
+        self.dev.open_files -= 1
+        if self.dev.open_files == 0:  # the process let go of KFD: its queues die with it
+            self.dev.close()
 
     def get_version(self, a: Any) -> None:
         a.major_version, a.minor_version = kfd.KFD_IOCTL_MAJOR_VERSION, kfd.KFD_IOCTL_MINOR_VERSION
@@ -251,6 +407,8 @@ class KFDFile(NodeHandler):
         bo = self._bo(a.handle)
         for gid in self._device_ids(a)[a.n_success:]:
             self.dev.gpu(gid)
+            if not bo.mapped_on:
+                self.dev._cp_map(bo)
             bo.mapped_on.add(gid)
             a.n_success += 1
 
@@ -260,6 +418,8 @@ class KFDFile(NodeHandler):
             if gid not in bo.mapped_on:
                 raise OSCallError(errno.EINVAL, f"BO {bo.handle:#x} is not mapped on gpu {gid:#x}")
             bo.mapped_on.discard(gid)
+            if not bo.mapped_on:
+                self.dev._cp_unmap(bo)  # the GPU must not touch it once unmapped: wait for the CP to let go
             a.n_success += 1
 
     def create_event(self, a: Any) -> None:
@@ -297,6 +457,11 @@ class KFDFile(NodeHandler):
                 if ev.signaled and ev.memory_exception is not None:
                     d.memory_exception_data.va, d.memory_exception_data.gpu_id = ev.memory_exception
                     d.memory_exception_data.failure.NotPresent = 1
+                    ev.memory_exception = None
+                if ev.signaled and ev.hw_exception is not None:
+                    d.hw_exception_data.gpu_id = ev.hw_exception
+                    d.hw_exception_data.reset_type = kfd.KFD_HW_EXCEPTION_PER_ENGINE_RESET
+                    ev.hw_exception = None
                 if ev.signaled and ev.auto_reset:
                     ev.signaled = False
 
@@ -317,3 +482,87 @@ class RenderFile(NodeHandler):
         if ret in (None, ctypes.c_void_p(-1).value):
             raise OSCallError(ctypes.get_errno(), f"mapping BO {bo.handle:#x} failed")
         return ret
+
+
+class CPLink:
+    """The parent's end of the command processor process: synchronous control calls, and a thread that
+    receives interrupts and faults (the emulated interrupt handler)."""
+
+    def __init__(self, dev: EmulatedKFD):
+        self.dev = dev
+        parent, child = socket.socketpair()
+        pools = [dev.gtt, dev.doorbells] + [g.vram for g in dev.gpus]
+        fds = [child.fileno()] + [p.fd for p in pools]
+        args = [sys.executable, "-m", "emu.amd.cp", str(child.fileno())] + [f"{p.name}={p.fd}" for p in pools]
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        self.proc = subprocess.Popen(args, pass_fds=fds, env=env)
+        child.close()
+        self.sock = parent
+        self._seq = itertools.count(1)
+        self._acks: dict[int, str | None] = {}
+        self._cv = threading.Condition()
+        self._send_lock = threading.Lock()
+        self.ready = False
+        self.dead: str | None = None
+        self._reader = threading.Thread(target=self._read, name="emu-amd-cp-irq", daemon=True)
+        self._reader.start()
+        with self._cv:
+            if not self._cv.wait_for(lambda: self.ready or self.dead, CP_TIMEOUT_S) or self.dead:
+                raise OSCallError(errno.EIO, f"emulated command processor did not start: {self.dead or 'timeout'}")
+
+    def _read(self) -> None:
+        buf = b""
+        while True:
+            try:
+                data = self.sock.recv(1 << 16)
+            except OSError:
+                data = b""
+            if not data:
+                with self._cv:
+                    self.dead = f"command processor exited (code {self.proc.poll()})"
+                    self._cv.notify_all()
+                return
+            buf += data
+            while b"\n" in buf:
+                line, buf = buf.split(b"\n", 1)
+                msg = json.loads(line)
+                if msg["op"] == "ack":
+                    with self._cv:
+                        self._acks[msg["seq"]] = msg.get("error")
+                        self._cv.notify_all()
+                elif msg["op"] == "ready":
+                    with self._cv:
+                        self.ready = True
+                        self._cv.notify_all()
+                elif msg["op"] == "interrupt":
+                    self.dev.on_interrupt(msg["ctxid"])
+                elif msg["op"] == "fault":
+                    self.dev.on_fault(msg)
+
+    def call(self, **msg: Any) -> None:
+        """Send a control message and wait (bounded) until the CP applied it."""
+        seq = next(self._seq)
+        with self._send_lock:
+            self.sock.sendall((json.dumps(dict(msg, seq=seq)) + "\n").encode())
+        with self._cv:
+            if not self._cv.wait_for(lambda: seq in self._acks or self.dead, CP_TIMEOUT_S):
+                raise OSCallError(errno.ETIMEDOUT, f"emulated command processor did not answer {msg['op']} in {CP_TIMEOUT_S} s")
+            if self.dead:
+                raise OSCallError(errno.EIO, f"emulated {self.dead}")
+            error = self._acks.pop(seq)
+        if error:
+            raise OSCallError(errno.EINVAL, f"emulated command processor refused {msg['op']}: {error}")
+
+    def close(self) -> None:
+        try:
+            with self._send_lock:
+                self.sock.sendall(b'{"op": "quit"}\n')
+        except OSError:
+            pass
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+        self.sock.close()

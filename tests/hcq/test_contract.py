@@ -10,18 +10,35 @@ import ctypes
 import numpy as np
 import pytest
 
+from hcq.buffer import MemFlags
 from hcq.device import DeviceFaultError
 from hcq.errors import OutOfMemoryError
 from hcq.queue import QueueBuildError, Var
 from hcq.signal import SignalTimeoutError
 
 
-def open_cpu(**kw):
+def open_cpu(small: bool = False):
     from drivers.cpu.device import CPUDevice
-    return CPUDevice(**kw)
+    return CPUDevice(arena_size=1 << 22) if small else CPUDevice()
 
 
-DEVICES = {"CPU": open_cpu}
+def open_amd(small: bool = False):
+    """An emulated gfx1100 behind the emulated amdkfd; small rings so ring wraps come quickly."""
+    from drivers.amd.kfd import KFDDevice
+    from emu.machine import emulated_system
+    system = emulated_system("amd", ("gfx1100",), vram_limit=16 << 20) if small else emulated_system("amd", ("gfx1100",))
+    return KFDDevice(0, system, ring_size=4096)
+
+
+DEVICES = {"CPU": open_cpu, "AMD": open_amd}
+
+
+def inject_hang(dev) -> None:
+    """Make the compute engine stop consuming work, the way each driver's hardware can be told to."""
+    if hasattr(dev, "stall"):
+        dev.stall("compute")
+    else:
+        dev.system.kfd.stall(dev.compute_ring.queue_id)
 
 
 @pytest.fixture(params=sorted(DEVICES))
@@ -52,6 +69,11 @@ class AddOne:
         dst[:] = src + 1.0
 
 
+def host_buf(dev, size: int):
+    """Device memory the test can also read and write from the host."""
+    return dev.alloc(size, MemFlags.DEVICE_LOCAL | MemFlags.HOST_VISIBLE)
+
+
 def submit_and_sync(dev, q):
     q.signal(dev.timeline, dev.next_timeline_value()).submit(dev)
     dev.synchronize(timeout=10)
@@ -65,7 +87,7 @@ def test_signal_written_by_the_queue(device):
 
 
 def test_cross_queue_wait_orders_copy_after_compute(device):
-    src, dst = device.alloc(4096), device.alloc(4096)
+    src, dst = host_buf(device, 4096), host_buf(device, 4096)
     gate = device.new_signal(0)
     src.cpu_view()[:] = b"\x11" * 4096
     done = device.new_signal(0)
@@ -80,7 +102,7 @@ def test_cross_queue_wait_orders_copy_after_compute(device):
 
 @pytest.mark.parametrize("size,src_off,dst_off", [(1, 0, 0), (3, 1, 7), (4095, 5, 3), (65537, 13, 0), (0, 0, 0)])
 def test_copies_of_odd_sizes_and_offsets(device, size, src_off, dst_off):
-    src, dst = device.alloc(size + 64), device.alloc(size + 64)
+    src, dst = host_buf(device, size + 64), host_buf(device, size + 64)
     rng = np.random.default_rng(size)
     payload = rng.integers(0, 256, size + 64, dtype=np.uint8)
     src.cpu_view()[:] = payload.tobytes()
@@ -92,9 +114,11 @@ def test_copies_of_odd_sizes_and_offsets(device, size, src_off, dst_off):
 
 
 def test_kernel_launch_reads_its_arguments(device):
+    if type(device).__name__ == "KFDDevice":
+        pytest.skip("AMD kernel dispatch needs compiled code objects: it lands with the compiler (issue 3)")
     n = 1000
     prog = device.load_program(AddOne())
-    a, out, args = device.alloc(4 * n), device.alloc(4 * n), device.alloc(24)
+    a, out, args = host_buf(device, 4 * n), host_buf(device, 4 * n), host_buf(device, 24)
     a.numpy(np.float32)[:] = np.arange(n, dtype=np.float32)
     args.numpy(np.uint64)[:] = [out.va, a.va, n]
     submit_and_sync(device, device.compute_queue().exec(prog, args, (16, 1, 1), (64, 1, 1)))
@@ -113,7 +137,7 @@ def test_timestamps_are_monotonic(device):
 
 
 def test_replay_patches_only_the_recorded_values(device):
-    sig, src, dst = device.new_signal(0), device.alloc(256), device.alloc(256)
+    sig, src, dst = device.new_signal(0), host_buf(device, 256), host_buf(device, 256)
     src.cpu_view()[:] = bytes(range(256))
     q = device.copy_queue().copy(Var("dst"), src.va, 16).signal(sig, Var("v"))
     before = bytes(q.cmd)
@@ -127,7 +151,7 @@ def test_replay_patches_only_the_recorded_values(device):
     changed = [k for k, (x, y) in enumerate(zip(before, bytes(q.cmd))) if x != y]
     patched = {4 * p.index + b for p in q.patches for b in range(p.bits // 8)}
     assert set(changed) <= patched, "replay touched words that were not recorded as patches"
-    assert len(q.patches) == 2
+    assert {p.var.name for p in q.patches} == {"dst", "v"}
 
 
 def test_sustained_submission_wraps_the_ring(device):
@@ -139,43 +163,43 @@ def test_sustained_submission_wraps_the_ring(device):
     assert sig.value == 1200
 
 
-def test_allocator_exhaustion_and_recovery():
-    for name, opener in DEVICES.items():
-        dev = opener(arena_size=1 << 22) if name == "CPU" else opener()
-        try:
-            bufs = []
-            with pytest.raises(OutOfMemoryError, match="out of memory"):
-                while True:
-                    bufs.append(dev.alloc(1 << 18))
-            for b in bufs:
-                dev.free(b)
-            big = dev.alloc(1 << 21)
-            assert big.size == 1 << 21
-        finally:
-            dev.close()
+@pytest.mark.parametrize("name", sorted(DEVICES))
+def test_allocator_exhaustion_and_recovery(name):
+    dev = DEVICES[name](small=True)
+    try:
+        bufs = []
+        with pytest.raises(OutOfMemoryError, match="out of (memory|VRAM)"):
+            while True:
+                bufs.append(dev.alloc(1 << 18, MemFlags.DEVICE_LOCAL))
+        for b in bufs:
+            dev.free(b)
+        big = dev.alloc(1 << 21, MemFlags.DEVICE_LOCAL)
+        assert big.size == 1 << 21
+    finally:
+        dev.close()
 
 
 def test_injected_hang_gives_a_hang_report_then_recovers(device):
-    device.stall("compute")
+    inject_hang(device)
     sig = device.new_signal(0)
     device.compute_queue().signal(sig, 1).signal(device.timeline, device.next_timeline_value()).submit(device)
     with pytest.raises(SignalTimeoutError) as e:
         device.synchronize(timeout=0.2)
     report = str(e.value)
-    assert "timeline" in report and "stalled" in report and "not consumed" in report
+    assert "timeline" in report and "not consumed" in report and "compute" in report
     device.recover()
     submit_and_sync(device, device.compute_queue().signal(sig, 2))
     assert sig.value == 2
 
 
 def test_bad_address_faults_the_device_until_recovered(device):
-    src = device.alloc(64)
+    src = host_buf(device, 64)
     submit = device.copy_queue().copy(0x10, src.va, 64).signal(device.timeline, device.next_timeline_value())
     submit.submit(device)
     with pytest.raises(DeviceFaultError) as e:
         device.synchronize(timeout=30)  # a fault ends the wait at once, it does not run into the timeout
     assert "page fault" in str(e.value) and "0x10" in str(e.value)
     with pytest.raises(DeviceFaultError, match="faulted"):
-        device.alloc(64)
+        host_buf(device, 64)
     device.recover()
     submit_and_sync(device, device.copy_queue().copy(src.va, src.va, 0))

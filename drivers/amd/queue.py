@@ -1,0 +1,163 @@
+"""AMD hardware queues: the ring a KFD queue runs from, and the PM4 (compute) and SDMA (copy) builders.
+
+A ring is written at the write pointer, published by storing the write pointer and ringing the doorbell;
+the command processor advances the read pointer as it consumes. A submit never overwrites words the GPU
+has not consumed: it waits (bounded) for the read pointer first. PM4 pointers count dwords, SDMA pointers
+count bytes (amdgpu's ring code does the same).
+"""
+from __future__ import annotations
+
+import ctypes
+import time
+from collections import deque
+from typing import Any, Sequence
+
+from drivers.amd import pm4, sdma
+from hcq.errors import HCQError
+from hcq.queue import HWQueue, QueueBuildError, Value, Var
+from hcq.signal import QueueState
+
+SUBMIT_TIMEOUT_S = 10.0
+HISTORY = 4  # submissions kept for hang reports
+
+
+class RingFullError(HCQError):
+    """The GPU did not consume enough of the ring within the bound; the message has the pointers."""
+
+
+class Ring:
+    """One KFD queue's ring buffer, pointers and doorbell, as the driver sees them."""
+
+    def __init__(self, name: str, kind: str, ring_buf: Any, rptr_addr: int, wptr_addr: int, doorbell_addr: int,
+                 queue_id: int):
+        self.name, self.kind, self.queue_id = name, kind, queue_id
+        self.buf, self.size = ring_buf, ring_buf.size
+        self.unit = 4 if kind == "compute" else 1  # bytes per pointer unit
+        self._rptr = ctypes.c_uint64.from_address(rptr_addr)
+        self._wptr_mem = ctypes.c_uint64.from_address(wptr_addr)
+        self._doorbell = ctypes.c_uint64.from_address(doorbell_addr)
+        self.wptr = 0
+        self.history: deque[tuple[int, list[int]]] = deque(maxlen=HISTORY)
+        self.doorbells = 0
+
+    @property
+    def read_ptr(self) -> int:
+        return self._rptr.value
+
+    def submit(self, words: Sequence[int]) -> None:
+        """Copy words into the ring after the GPU freed room for them, then publish and ring the doorbell."""
+        nbytes = 4 * len(words)
+        if nbytes > self.size:
+            raise RingFullError(f"{self.name}: a submission of {nbytes} bytes does not fit the {self.size}-byte ring")
+        deadline = time.perf_counter() + SUBMIT_TIMEOUT_S
+        while (self.wptr - self._rptr.value) * self.unit + nbytes > self.size:
+            if time.perf_counter() > deadline:
+                raise RingFullError(f"{self.name}: no room for {nbytes} bytes after {SUBMIT_TIMEOUT_S} s; "
+                                    f"{self.debug_state().describe()}")
+            time.sleep(20e-6)
+        data = (ctypes.c_uint32 * len(words))(*words)
+        pos = self.wptr * self.unit % self.size
+        first = min(nbytes, self.size - pos)
+        ctypes.memmove(self.buf.host_addr + pos, data, first)
+        if first < nbytes:  # wrap to the start of the ring
+            ctypes.memmove(self.buf.host_addr, ctypes.addressof(data) + first, nbytes - first)
+        self.history.append((self.wptr, list(words)))
+        self.wptr += nbytes // self.unit
+        self._wptr_mem.value = self.wptr
+        self._doorbell.value = self.wptr
+        self.doorbells += 1
+
+    def debug_state(self) -> QueueState:
+        """Pointers and the last submissions decoded, marking how far the GPU got."""
+        rptr = self._rptr.value
+        lines = []
+        decode = pm4.decode if self.kind == "compute" else sdma.decode
+        for start, words in self.history:
+            try:
+                for p in decode(words):
+                    at = start + p.offset * 4 // self.unit
+                    mark = "  <- read pointer here" if at <= rptr < at + max(1, len(getattr(p, "body", [])) + 1) else ""
+                    lines.append(f"{at:#08x} {str(p).split(' ', 1)[1]}{mark}")
+            except ValueError as e:
+                lines.append(f"{start:#08x} undecodable: {e}")
+        return QueueState(self.name, rptr, self.wptr, "\n".join(lines[-12:]),
+                          {"queue_id": self.queue_id, "doorbells": self.doorbells})
+
+
+class AMDComputeQueue(HWQueue):
+    """PM4 commands for a KFD compute queue."""
+
+    def __init__(self, device: Any):
+        super().__init__()
+        self.device = device
+
+    def _encode_wait(self, signal: Any, value: Value) -> None:
+        # A 32-bit compare on the value's low word: signal values stay below 2**32 in a device's lifetime.
+        self._packet(pm4.wait_reg_mem(signal.va, 0 if isinstance(value, Var) else value & 0xFFFFFFFF),
+                     {pm4.WAIT_REG_MEM_REF_WORD: (value, 32, 0, True)})
+
+    def _encode_signal(self, signal: Any, value: Value) -> None:
+        v = 0 if isinstance(value, Var) else value
+        self._words(pm4.release_mem(signal.va + 8, 0, pm4.DATA_SEL_TIMESTAMP))  # the contract: value and its time
+        self._packet(pm4.release_mem(signal.va, v, pm4.DATA_SEL_VALUE_64, pm4.INT_SEL_SEND_DATA_AFTER_WRITE_CONFIRM,
+                                     int_ctxid=self.device.signal_event_id),
+                     {pm4.RELEASE_MEM_DATA_WORD: (value, 64, 0, False)})
+
+    def _encode_timestamp(self, signal: Any) -> None:
+        self._words(pm4.release_mem(signal.va + 8, 0, pm4.DATA_SEL_TIMESTAMP))
+
+    def _encode_exec(self, program: Any, args: Any, global_size: tuple, local_size: tuple) -> None:
+        raise QueueBuildError(f"exec({getattr(program, 'name', program)}): kernel dispatch on AMD comes with the "
+                              "compiler (code objects, COMPUTE_PGM registers); it is not built yet")
+
+    def _encode_copy(self, dst: Value, src: Value, size: int) -> None:
+        raise QueueBuildError("copies on AMD go on the copy queue (SDMA): use device.copy_queue()")
+
+    def _encode_memory_barrier(self) -> None:
+        self._words(pm4.acquire_mem(pm4.gcr_invalidate_all()))
+
+    def _submit(self, device: Any) -> None:
+        device.check()
+        device.compute_ring.submit(self.cmd)
+
+
+class AMDCopyQueue(HWQueue):
+    """SDMA commands for a KFD SDMA queue."""
+
+    def __init__(self, device: Any):
+        super().__init__()
+        self.device = device
+
+    def _encode_wait(self, signal: Any, value: Value) -> None:
+        self._packet(sdma.poll_regmem(signal.va, 0 if isinstance(value, Var) else value & 0xFFFFFFFF),
+                     {sdma.POLL_VALUE_WORD: (value, 32, 0, True)})
+
+    def _encode_signal(self, signal: Any, value: Value) -> None:
+        v = 0 if isinstance(value, Var) else value
+        self._words(sdma.timestamp(signal.va + 8))
+        # The high word first: a waiter comparing the low word must not see it before the high one is right.
+        self._packet(sdma.fence(signal.va + 4, v >> 32), {sdma.FENCE_DATA_WORD: (value, 32, 32, True)})
+        self._packet(sdma.fence(signal.va, v & 0xFFFFFFFF), {sdma.FENCE_DATA_WORD: (value, 32, 0, True)})
+        self._words(sdma.trap(self.device.signal_event_id))
+
+    def _encode_timestamp(self, signal: Any) -> None:
+        self._words(sdma.timestamp(signal.va + 8))
+
+    def _encode_exec(self, program: Any, args: Any, global_size: tuple, local_size: tuple) -> None:
+        raise QueueBuildError("kernels run on the compute queue: use device.compute_queue()")
+
+    def _encode_copy(self, dst: Value, src: Value, size: int) -> None:
+        chunk = sdma.COPY_MAX_BYTES
+        for off in range(0, size, chunk):
+            n = min(chunk, size - off)
+            d = dst + off if isinstance(dst, Var) else dst + off
+            s_ = src + off if isinstance(src, Var) else src + off
+            words = sdma.copy_linear_one(0 if isinstance(d, Var) else d, 0 if isinstance(s_, Var) else s_, n)
+            self._packet(words, {sdma.COPY_DST_WORD: (d, 64, 0, False), sdma.COPY_SRC_WORD: (s_, 64, 0, False)})
+
+    def _encode_memory_barrier(self) -> None:
+        pass  # SDMA executes in order and its writes are coherent with the host (uncached fences)
+
+    def _submit(self, device: Any) -> None:
+        device.check()
+        device.sdma_ring.submit(self.cmd)
