@@ -107,8 +107,8 @@ class AMDComputeQueue(HWQueue):
         self._words(pm4.release_mem(signal.va + 8, 0, pm4.DATA_SEL_TIMESTAMP))
 
     def _encode_exec(self, program: Any, args: Any, global_size: tuple, local_size: tuple) -> None:
-        raise QueueBuildError(f"exec({getattr(program, 'name', program)}): kernel dispatch on AMD comes with the "
-                              "compiler (code objects, COMPUTE_PGM registers); it is not built yet")
+        raise QueueBuildError(f"exec({getattr(program, 'name', program)}): kernel dispatch on AMD (COMPUTE_PGM "
+                              "registers and DISPATCH_DIRECT) is not built yet; the compiler already makes the code objects")
 
     def _encode_copy(self, dst: Value, src: Value, size: int) -> None:
         raise QueueBuildError("copies on AMD go on the copy queue (SDMA): use device.copy_queue()")

@@ -255,7 +255,7 @@ class CommandProcessor:
                 raise Fault("bad packet", f"queue {q.qid}: INDIRECT_BUFFER at {addr:#x} ends inside a packet or waits")
             return True
         if op == nvd.PACKET3_DISPATCH_DIRECT:
-            raise Fault("bad packet", f"queue {q.qid}: DISPATCH_DIRECT is not emulated yet (kernels need the compiler)")
+            raise Fault("bad packet", f"queue {q.qid}: DISPATCH_DIRECT is not emulated yet")
         raise Fault("bad packet", f"queue {q.qid}: PM4 opcode {op:#x} with {len(b)} body dwords is not supported")
 
     def execute_sdma(self, q: Queue, words: list[int]) -> int:

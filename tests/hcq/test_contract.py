@@ -115,7 +115,7 @@ def test_copies_of_odd_sizes_and_offsets(device, size, src_off, dst_off):
 
 def test_kernel_launch_reads_its_arguments(device):
     if type(device).__name__ == "KFDDevice":
-        pytest.skip("AMD kernel dispatch needs compiled code objects: it lands with the compiler (issue 3)")
+        pytest.skip("AMD dispatch is not built yet: COMPUTE_PGM registers and DISPATCH_DIRECT in the driver, and the emulated CP running the host build carried in the code object (issue 3)")
     n = 1000
     prog = device.load_program(AddOne())
     a, out, args = host_buf(device, 4 * n), host_buf(device, 4 * n), host_buf(device, 24)
@@ -124,6 +124,27 @@ def test_kernel_launch_reads_its_arguments(device):
     submit_and_sync(device, device.compute_queue().exec(prog, args, (16, 1, 1), (64, 1, 1)))
     np.testing.assert_array_equal(out.numpy(np.float32), np.arange(n, dtype=np.float32) + 1)
     assert prog.launches == [((16, 1, 1), (64, 1, 1))]
+
+
+def test_compiled_kernel_runs_on_devices_that_execute_host_code(device, tmp_path):
+    if type(device).__name__ == "KFDDevice":
+        pytest.skip("AMD dispatch is not built yet: COMPUTE_PGM registers and DISPATCH_DIRECT in the driver, and the emulated CP running the host build carried in the code object (issue 3)")
+    from compiler import KernelCache, compile_kernel
+    from compiler.ir import Kernel, f32
+    k = Kernel("scale", local_size=(32, 1, 1))
+    x, y = k.buffer("x", f32), k.buffer("y", f32, writable=True)
+    n = k.scalar("n")
+    i = k.global_id(0)
+    with k.if_(i < n):
+        y[i] = x[i] * 2.0 + 1.0
+    prog = device.load_program(compile_kernel(k, "host", KernelCache(tmp_path)))
+    n_ = 100
+    xb, yb, args = host_buf(device, 4 * n_), host_buf(device, 4 * n_), host_buf(device, 64)
+    xb.numpy(np.float32)[:] = np.arange(n_, dtype=np.float32)
+    blob = prog.pack_args(xb.va, yb.va, n_)
+    args.cpu_view()[:len(blob)] = blob
+    submit_and_sync(device, device.compute_queue().exec(prog, args, (4, 1, 1), (32, 1, 1)))
+    np.testing.assert_array_equal(yb.numpy(np.float32), np.arange(n_, dtype=np.float32) * 2 + 1)
 
 
 def test_timestamps_are_monotonic(device):

@@ -1,0 +1,133 @@
+"""Compile rendered LLVM IR with llvmlite: host machine code callable from Python, and AMD code objects
+linked with ld.lld."""
+from __future__ import annotations
+
+import ctypes
+import shutil
+import subprocess
+import tempfile
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+AMD_TARGETS = ("gfx1100", "gfx1201", "gfx942")
+
+
+class ToolchainError(RuntimeError):
+    """LLVM rejected the kernel or a tool is missing; the message says which and what to install."""
+
+
+@lru_cache(maxsize=None)
+def _llvm() -> Any:
+    import llvmlite.binding as llvm
+    llvm.initialize_all_targets()
+    llvm.initialize_all_asmprinters()
+    llvm.initialize_native_target()
+    llvm.initialize_native_asmprinter()
+    return llvm
+
+
+def llvm_version() -> str:
+    return ".".join(map(str, _llvm().llvm_version_info))
+
+
+def host_cpu() -> str:
+    """The host CPU and its features: host objects use them, so they are part of the cache key."""
+    llvm = _llvm()
+    return f"{llvm.get_host_cpu_name()} {llvm.get_host_cpu_features().flatten()}"
+
+
+@lru_cache(maxsize=None)
+def lld_path() -> str:
+    for name in ("ld.lld-19", "ld.lld"):
+        found = shutil.which(name)
+        if found:
+            return found
+    raise ToolchainError("ld.lld not found: AMD code objects are linked with it; install Debian's lld-19 "
+                         "(apt-get install lld-19, which ./setup.sh does)")
+
+
+@lru_cache(maxsize=None)
+def lld_version() -> str:
+    out = subprocess.run([lld_path(), "--version"], capture_output=True, text=True, timeout=60).stdout
+    return out.strip().splitlines()[0] if out else "unknown"
+
+
+def _parse(llvm_ir: str, name: str) -> Any:
+    llvm = _llvm()
+    try:
+        mod = llvm.parse_assembly(llvm_ir)
+        mod.verify()
+    except RuntimeError as e:
+        raise ToolchainError(f"{name}: LLVM rejected the generated IR: {e}") from e
+    return mod
+
+
+def _optimize(mod: Any, tm: Any) -> None:
+    llvm = _llvm()
+    pto = llvm.create_pipeline_tuning_options(speed_level=3)
+    pb = llvm.create_pass_builder(tm, pto)
+    pb.getModulePassManager().run(mod, pb)
+
+
+def host_object(llvm_ir: str, name: str) -> bytes:
+    """An optimized object file for this machine (what the cache stores for host kernels)."""
+    tm = _host_tm()
+    mod = _parse(llvm_ir, name)
+    mod.triple, mod.data_layout = tm.triple, str(tm.target_data)
+    _optimize(mod, tm)
+    return tm.emit_object(mod)
+
+
+def _host_tm() -> Any:
+    """A fresh host target machine: an MCJIT engine takes ownership of (and frees) the one it is given."""
+    llvm = _llvm()
+    # The host's own CPU and features: half-precision conversions are then instructions (F16C), not calls into
+    # a runtime library the JIT does not have.
+    return llvm.Target.from_default_triple().create_target_machine(
+        cpu=llvm.get_host_cpu_name(), features=llvm.get_host_cpu_features().flatten(), opt=3, jit=True)
+
+
+class HostFunction:
+    """Host machine code loaded from an object file; kept alive with its JIT. Call as f(args_ptr, gx, gy, gz)."""
+
+    def __init__(self, obj: bytes, name: str):
+        llvm = _llvm()
+        self.engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), _host_tm())
+        self.engine.add_object_file(llvm.ObjectFileRef.from_data(obj))
+        self.engine.finalize_object()
+        addr = self.engine.get_function_address(name)
+        if not addr:
+            raise ToolchainError(f"{name}: the host object has no function {name}")
+        self.fn = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int32, ctypes.c_int32, ctypes.c_int32)(addr)
+
+    def __call__(self, args_ptr: int, gx: int, gy: int, gz: int) -> None:
+        self.fn(args_ptr, gx, gy, gz)
+
+
+def load_host(obj: bytes, name: str) -> HostFunction:
+    return HostFunction(obj, name)
+
+
+def amd_object(llvm_ir: str, name: str, gfx: str) -> bytes:
+    """A relocatable amdgcn-amd-amdhsa object for processor `gfx`."""
+    if gfx not in AMD_TARGETS:
+        raise ToolchainError(f"{name}: unknown AMD target {gfx}; known: {', '.join(AMD_TARGETS)}")
+    llvm = _llvm()
+    tm = llvm.Target.from_triple("amdgcn-amd-amdhsa").create_target_machine(cpu=gfx, opt=3, reloc="pic")
+    mod = _parse(llvm_ir, name)
+    mod.triple, mod.data_layout = "amdgcn-amd-amdhsa", str(tm.target_data)
+    _optimize(mod, tm)
+    return tm.emit_object(mod)
+
+
+def amd_link(obj: bytes, name: str) -> bytes:
+    """Link a relocatable object into a loadable code object (a shared ELF) with ld.lld."""
+    with tempfile.TemporaryDirectory() as tmp:
+        src, dst = Path(tmp) / f"{name}.o", Path(tmp) / f"{name}.hsaco"
+        src.write_bytes(obj)
+        proc = subprocess.run([lld_path(), "-shared", "--no-undefined", "-o", str(dst), str(src)],
+                              capture_output=True, text=True, timeout=120)
+        if proc.returncode != 0:
+            raise ToolchainError(f"{name}: ld.lld failed: {proc.stderr.strip()}")
+        return dst.read_bytes()
