@@ -12,6 +12,7 @@ from typing import Any
 
 from compiler import ir
 from compiler.cache import KernelCache
+from compiler.kernargs import KernArg, arg_layout
 from compiler.elf import EF_AMDGPU_MACH, CodeObject, KernelDescriptor
 from compiler.llvm_render import render
 from compiler.toolchain import (AMD_TARGETS, ToolchainError, amd_link, amd_object, host_cpu, host_object, llvm_version,
@@ -19,15 +20,6 @@ from compiler.toolchain import (AMD_TARGETS, ToolchainError, amd_link, amd_objec
 
 TARGETS = ("host",) + AMD_TARGETS
 GENERATOR = "baregpu-compiler-1"
-
-
-@dataclass(frozen=True)
-class KernArg:
-    """Where one kernel argument goes in the kernel-argument block."""
-    name: str
-    offset: int
-    size: int
-    kind: str  # "buffer" or "int32"
 
 
 @dataclass
@@ -66,24 +58,42 @@ class CompiledKernel:
         self._host(kernargs, *global_size)
 
 
-def arg_layout(k: ir.Kernel, target: str) -> list[KernArg]:
-    """Host: one 8-byte slot per parameter. AMD: parameters packed at their natural alignment (as clang does)."""
-    out, off = [], 0
-    for p in k.params:
-        size = 8 if isinstance(p, ir.Memory) else 4
-        if target == "host":
-            size_slot = 8
-            out.append(KernArg(p.name, off, size, "buffer" if size == 8 else "int32"))
-            off += size_slot
-        else:
-            off = (off + size - 1) // size * size
-            out.append(KernArg(p.name, off, size, "buffer" if size == 8 else "int32"))
-            off += size
-    return out
+EMULATION_MAGIC = b"BAREGPUH"  # marks the host build inside an emulation code object: magic, u32 name length,
+# name, three u32 local sizes, u64 object size, object bytes
 
 
-def compile_kernel(k: ir.Kernel, target: str, cache: KernelCache | None = None) -> CompiledKernel:
-    """Build a kernel for a target, reusing the disk cache when the IR, target and toolchain are unchanged."""
+def emulation_record(name: str, local_size: tuple[int, int, int], host_obj: bytes) -> bytes:
+    """The host build of a kernel as the emulated GPU finds it in a loaded code object."""
+    raw = name.encode()
+    return (EMULATION_MAGIC + struct.pack("<I", len(raw)) + raw + struct.pack("<3I", *local_size)
+            + struct.pack("<Q", len(host_obj)) + host_obj)
+
+
+def parse_emulation_record(image: bytes, start: int = 0) -> tuple[str, tuple[int, int, int], bytes] | None:
+    """(kernel name, local size, host object) of the first record in a loaded image, or None."""
+    at = image.find(EMULATION_MAGIC, start)
+    if at < 0:
+        return None
+    n = struct.unpack_from("<I", image, at + 8)[0]
+    name = image[at + 12:at + 12 + n].decode()
+    local = struct.unpack_from("<3I", image, at + 12 + n)
+    size = struct.unpack_from("<Q", image, at + 24 + n)[0]
+    return name, local, image[at + 32 + n:at + 32 + n + size]
+
+
+def _with_host_build(llvm_ir: str, k: ir.Kernel, host_obj: bytes) -> str:
+    """Carry the host build in the AMD code object as a read-only global, so it loads with the image."""
+    blob = emulation_record(k.name, k.local_size, host_obj)
+    text = "".join(f"\\{b:02X}" for b in blob)
+    return llvm_ir + (f'@__baregpu_host_{k.name} = protected addrspace(4) constant [{len(blob)} x i8] c"{text}", align 16\n')
+
+
+def compile_kernel(k: ir.Kernel, target: str, cache: KernelCache | None = None, emulation: bool = False) -> CompiledKernel:
+    """Build a kernel for a target, reusing the disk cache when the IR, target and toolchain are unchanged.
+
+    With emulation=True an AMD code object also carries the kernel's host build (the real ISA is still built and
+    checked): the emulated GPU runs that on the kernel-argument block the driver prepared for the real one.
+    """
     if target not in TARGETS:
         raise ToolchainError(f"unknown target {target!r}; targets are {', '.join(TARGETS)}")
     for m in k.buffers + k.locals:
@@ -95,12 +105,17 @@ def compile_kernel(k: ir.Kernel, target: str, cache: KernelCache | None = None) 
     versions = (GENERATOR, llvm_version()) + ((host_cpu(),) if target == "host" else (lld_version(),))
     if target == "host":
         obj = cache.get_or_build((llvm_ir,) + versions, target, lambda: host_object(llvm_ir, k.name))
-        return CompiledKernel(k.name, target, obj, arg_layout(k, target), k.local_size, lds, None, load_host(obj, k.name))
+        return CompiledKernel(k.name, target, obj, arg_layout(k), k.local_size, lds, None, load_host(obj, k.name))
+    if emulation:
+        host_ir = render(k, "host")
+        host_obj = cache.get_or_build((host_ir, GENERATOR, llvm_version(), host_cpu()), "host",
+                                      lambda: host_object(host_ir, k.name))
+        llvm_ir = _with_host_build(llvm_ir, k, host_obj)
     binary = cache.get_or_build((llvm_ir,) + versions, target, lambda: amd_link(amd_object(llvm_ir, k.name, target), k.name))
     co = CodeObject(binary)
     if co.mach != EF_AMDGPU_MACH[target]:
         raise ToolchainError(f"{k.name}: code object is for machine {co.mach:#x}, not {target}")
-    return CompiledKernel(k.name, target, binary, arg_layout(k, target), k.local_size, lds, co.kernel_descriptor(k.name))
+    return CompiledKernel(k.name, target, binary, arg_layout(k), k.local_size, lds, co.kernel_descriptor(k.name))
 
 
 __all__ = ["compile_kernel", "CompiledKernel", "KernArg", "TARGETS", "KernelCache"]

@@ -29,6 +29,15 @@ class Section:
 
 
 @dataclass(frozen=True)
+class Segment:
+    """A PT_LOAD program header: file bytes [offset, offset+filesz) go to vaddr, zero-filled up to memsz."""
+    offset: int
+    vaddr: int
+    filesz: int
+    memsz: int
+
+
+@dataclass(frozen=True)
 class Symbol:
     name: str
     value: int
@@ -69,11 +78,17 @@ class CodeObject:
     def __init__(self, data: bytes):
         if data[:4] != b"\x7fELF" or data[4] != 2 or data[5] != 1:
             raise ELFError("not an ELF64 little-endian file")
-        (self.e_type, self.e_machine, _ver, self.e_entry, _phoff, shoff, self.e_flags, _ehsize, _phentsize, _phnum,
+        (self.e_type, self.e_machine, _ver, self.e_entry, phoff, shoff, self.e_flags, _ehsize, phentsize, phnum,
          shentsize, shnum, shstrndx) = struct.unpack_from("<HHIQQQIHHHHHH", data, 16)
         if self.e_machine != EM_AMDGPU:
             raise ELFError(f"machine {self.e_machine} is not AMDGPU ({EM_AMDGPU})")
         self.data = data
+        self.segments = []
+        for i in range(phnum):
+            p_type, _flags, p_offset, p_vaddr, _paddr, p_filesz, p_memsz, _align = struct.unpack_from(
+                "<IIQQQQQQ", data, phoff + i * phentsize)
+            if p_type == 1:  # PT_LOAD
+                self.segments.append(Segment(p_offset, p_vaddr, p_filesz, p_memsz))
         raw = [struct.unpack_from("<IIQQQQIIQQ", data, shoff + i * shentsize) for i in range(shnum)]
         names = raw[shstrndx]
         self.sections = [Section(self._str(names[4], s[0]), s[1], s[3], s[4], s[5]) for s in raw]
@@ -100,6 +115,14 @@ class CodeObject:
             if s.addr <= vaddr < s.addr + s.size and s.type != 8:  # not SHT_NOBITS
                 return s.offset + (vaddr - s.addr)
         raise ELFError(f"address {vaddr:#x} is in no section with file contents")
+
+    def image(self) -> bytes:
+        """The loaded image: every PT_LOAD segment at its virtual address (what a loader copies to GPU memory)."""
+        size = max((sg.vaddr + sg.memsz for sg in self.segments), default=0)
+        img = bytearray(size)
+        for sg in self.segments:
+            img[sg.vaddr:sg.vaddr + sg.filesz] = self.data[sg.offset:sg.offset + sg.filesz]
+        return bytes(img)
 
     def kernel_descriptor(self, kernel: str) -> KernelDescriptor:
         sym = self.symbols.get(f"{kernel}.kd")

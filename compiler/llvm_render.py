@@ -13,6 +13,7 @@ import struct
 import numpy as np
 
 from compiler import ir
+from compiler.kernargs import arg_layout
 
 LLTYPE = {"float32": "float", "float16": "half", "int32": "i32", "bool": "i1"}
 ALIGN = {"float32": 4, "float16": 2, "int32": 4, "bool": 1}
@@ -268,7 +269,8 @@ class AMDGPURenderer(Renderer):
 
 
 class HostRenderer(Renderer):
-    """The host target: `void name(i64* args, i32 gx, i32 gy, i32 gz)` runs the whole grid on one CPU thread."""
+    """The host target: `void name(ptr args, i32 gx, i32 gy, i32 gz)` runs the whole grid on one CPU thread;
+    args is the kernel-argument block in the AMDGPU layout."""
 
     def __init__(self, k: ir.Kernel):
         super().__init__(k)
@@ -376,9 +378,10 @@ class HostRenderer(Renderer):
 
     def render(self) -> str:
         k = self.k
+        offsets = {a.name: a.offset for a in arg_layout(k)}
         for p in k.params:
             slot, t = self.tmp(), self.tmp()
-            self.entry.append(f"  {slot} = getelementptr inbounds i64, ptr %args, i64 {p.index}")
+            self.entry.append(f"  {slot} = getelementptr inbounds i8, ptr %args, i64 {offsets[p.name]}")
             if isinstance(p, ir.Memory):
                 self.entry.append(f"  %{p.name} = load ptr, ptr {slot}")
             else:

@@ -36,6 +36,17 @@ class KFDError(HCQError):
     """A KFD call failed; the message names the ioctl, the GPU and what to do."""
 
 
+def _gc_registers(target: str) -> Any:
+    """The generated GC register module for a target's graphics IP (None where the PM4 path does not apply)."""
+    if target.startswith("gfx11"):
+        from autogen import gc_11_0_0 as gc
+    elif target.startswith("gfx12"):
+        from autogen import gc_12_0_0 as gc
+    else:
+        return None  # gfx9 parts (gfx942) take AQL packets, which are not built yet
+    return gc
+
+
 def memory_flags(flags: MemFlags) -> int:
     """KFD allocation flags for our memory flags: VRAM when device-local, GTT otherwise."""
     kflags = kfd.KFD_IOC_ALLOC_MEM_FLAGS_WRITABLE | kfd.KFD_IOC_ALLOC_MEM_FLAGS_NO_SUBSTITUTE
@@ -69,6 +80,7 @@ class KFDDevice(Device):
         super().__init__(f"AMD:{index}" if index else "AMD")
         self.target = self.node.target
         self.ring_size = ring_size
+        self.gc = _gc_registers(self.target)
         self.lock = DeviceLock(f"kfd-gpu-{self.node.gpu_id}", self.system.lock_dir, wait=lock_wait).acquire()
         self._fds: list[int] = []
         self._buffers: dict[int, Buffer] = {}
@@ -90,6 +102,7 @@ class KFDDevice(Device):
             raise KFDError(f"KFD ioctl interface {ver.major_version}.{ver.minor_version} is older than "
                            f"{MIN_KFD_VERSION[0]}.{MIN_KFD_VERSION[1]}: update the kernel (6.1 or newer)")
         self.drm_fd = self._open_node(self.node.render_node)
+        self.gc_base = self._gc_base()
         self._ioctl("ACQUIRE_VM", kfd.AMDKFD_IOC_ACQUIRE_VM,
                     kfd.struct_kfd_ioctl_acquire_vm_args(drm_fd=self.drm_fd, gpu_id=self.node.gpu_id))
         self._window = self.system.mmap(-1, VA_WINDOW, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, 0, VA_HINT)
@@ -184,10 +197,27 @@ class KFDDevice(Device):
         self._queue_bufs = []
 
     def compute_queue(self) -> AMDComputeQueue:
+        if self.gc is None:
+            raise KFDError(f"{self.name} is a {self.target}: its compute queues take AQL packets, which are not built "
+                           "yet (PM4 compute queues are for gfx11 and gfx12)")
         return AMDComputeQueue(self)
 
     def copy_queue(self) -> AMDCopyQueue:
         return AMDCopyQueue(self)
+
+    def _gc_base(self) -> int:
+        """GC segment 0 base from amdgpu's IP discovery in sysfs (register offsets in autogen are relative to it)."""
+        path = f"/sys/class/drm/renderD{self.node.properties['drm_render_minor']}/device/ip_discovery/die/0/GC/0/base_addr"
+        try:
+            return int(self.system.read_text(path).split()[0], 16)
+        except (OSError, ValueError, IndexError) as e:
+            raise KFDError(f"{self.name}: cannot read the GC register base from {path} ({e}); amdgpu exposes IP "
+                           "discovery in sysfs since Linux 5.19") from None
+
+    def load_program(self, compiled: Any) -> Any:
+        """Load a kernel compiled for this GPU's target into GPU memory."""
+        from drivers.amd.program import AMDProgram
+        return AMDProgram(self, compiled)
 
     def _open_node(self, path: str) -> int:
         try:

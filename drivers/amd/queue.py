@@ -107,8 +107,34 @@ class AMDComputeQueue(HWQueue):
         self._words(pm4.release_mem(signal.va + 8, 0, pm4.DATA_SEL_TIMESTAMP))
 
     def _encode_exec(self, program: Any, args: Any, global_size: tuple, local_size: tuple) -> None:
-        raise QueueBuildError(f"exec({getattr(program, 'name', program)}): kernel dispatch on AMD (COMPUTE_PGM "
-                              "registers and DISPATCH_DIRECT) is not built yet; the compiler already makes the code objects")
+        if tuple(local_size) != tuple(program.local_size):
+            raise QueueBuildError(f"exec({program.name}): built for local size {program.local_size}, launched with "
+                                  f"{tuple(local_size)}")
+        regs, base, d = self.device.gc, self.device.gc_base, program.descriptor
+        kernargs = getattr(args, "va", args)
+
+        def sh(reg: int, *values: int) -> None:
+            self._words(pm4.set_sh_reg(base + reg, list(values)))
+        sh(regs.regCOMPUTE_PGM_LO, (program.code_va >> 8) & 0xFFFFFFFF, program.code_va >> 40)
+        sh(regs.regCOMPUTE_PGM_RSRC1, d.compute_pgm_rsrc1, d.compute_pgm_rsrc2)
+        sh(regs.regCOMPUTE_PGM_RSRC3, d.compute_pgm_rsrc3)
+        sh(regs.regCOMPUTE_TMPRING_SIZE, 0)  # the compiler's kernels use no scratch (private_segment_fixed_size 0)
+        sh(regs.regCOMPUTE_RESOURCE_LIMITS, 0)
+        sh(regs.regCOMPUTE_STATIC_THREAD_MGMT_SE0, 0xFFFFFFFF, 0xFFFFFFFF)
+        sh(regs.regCOMPUTE_START_X, 0, 0, 0)
+        sh(regs.regCOMPUTE_NUM_THREAD_X, *local_size)
+        # The kernel-argument pointer is the first user SGPR pair: our kernels enable only that (no dispatch or
+        # queue pointer), which kernel_code_properties records.
+        self._packet(pm4.set_sh_reg(base + regs.regCOMPUTE_USER_DATA_0, [0, 0] if isinstance(kernargs, Var)
+                                    else [kernargs & 0xFFFFFFFF, kernargs >> 32]),
+                     {2: (kernargs, 64, 0, False)})
+        initiator = (regs.COMPUTE_DISPATCH_INITIATOR__COMPUTE_SHADER_EN_MASK |
+                     regs.COMPUTE_DISPATCH_INITIATOR__FORCE_START_AT_000_MASK |
+                     regs.COMPUTE_DISPATCH_INITIATOR__ORDER_MODE_MASK |
+                     (regs.COMPUTE_DISPATCH_INITIATOR__CS_W32_EN_MASK if d.wave32 else 0))
+        gs = [0 if isinstance(g, Var) else g for g in global_size]
+        self._packet(pm4.dispatch_direct(*gs, initiator),
+                     {pm4.DISPATCH_DIRECT_SIZE_WORD + i: (g, 32, 0, False) for i, g in enumerate(global_size)})
 
     def _encode_copy(self, dst: Value, src: Value, size: int) -> None:
         raise QueueBuildError("copies on AMD go on the copy queue (SDMA): use device.copy_queue()")

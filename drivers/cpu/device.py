@@ -74,6 +74,8 @@ class CPUDevice(Device):
 
     def load_program(self, program: Any) -> Any:
         """Register a host-callable program (run(kernargs_va, global, local)); sets program.handle."""
+        if getattr(program, "target", "host") != "host":
+            raise ValueError(f"{program.name} was built for {program.target}; the CPU device runs host kernels")
         handle = next(self._handles)
         self.programs[handle] = program
         program.handle = handle

@@ -21,8 +21,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from autogen import gc_11_0_0 as gc11
+from autogen import gc_12_0_0 as gc12
 from autogen import pm4_nvd as nvd
 from autogen import sdma_v6 as sd
+from compiler import parse_emulation_record
+from compiler.toolchain import load_host
 
 PROT_RW, MAP_SHARED, MAP_FIXED_NOREPLACE = 3, 0x01, 0x100000
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -53,7 +57,8 @@ class Queue:
     stalled: bool = False
     faulted: bool = False
     sh_regs: dict[int, int] = field(default_factory=dict)
-    pending: list[int] | None = None  # words of a packet that waits (WAIT_REG_MEM, POLL_REGMEM)
+    gc_base: int = 0
+    target: str = ""
 
 
 class Memory:
@@ -111,6 +116,7 @@ class CommandProcessor:
         size = os.fstat(pools["doorbells"]).st_size
         self.doorbells = _libc.mmap(None, size, PROT_RW, MAP_SHARED, pools["doorbells"], 0)
         self.queues: dict[int, Queue] = {}
+        self.programs: dict[int, Any] = {}  # code object base -> host function
         self._buf = b""
 
     def send(self, **msg: Any) -> None:
@@ -130,9 +136,10 @@ class CommandProcessor:
             self.mem.map(msg["va"], msg["size"], msg["pool"], msg["off"])
         elif op == "unmap":
             self.mem.unmap(msg["va"])
+            self.programs.pop(msg["va"], None)
         elif op == "queue":
             q = Queue(msg["qid"], msg["kind"], msg["ring"], msg["ring_size"], msg["rptr"], msg["wptr"],
-                      self.doorbells + msg["doorbell_off"])
+                      self.doorbells + msg["doorbell_off"], gc_base=msg["gc_base"], target=msg["target"])
             self.mem.check(q.ring, q.ring_size, "ring")
             self.mem.check(q.rptr, 8, "read pointer")
             self.mem.check(q.wptr, 8, "write pointer")
@@ -254,9 +261,44 @@ class CommandProcessor:
             if self.execute_pm4(q, ib) != size:
                 raise Fault("bad packet", f"queue {q.qid}: INDIRECT_BUFFER at {addr:#x} ends inside a packet or waits")
             return True
-        if op == nvd.PACKET3_DISPATCH_DIRECT:
-            raise Fault("bad packet", f"queue {q.qid}: DISPATCH_DIRECT is not emulated yet")
+        if op == nvd.PACKET3_DISPATCH_DIRECT and len(b) == 4:
+            self.dispatch(q, b[0], b[1], b[2], b[3])
+            return True
         raise Fault("bad packet", f"queue {q.qid}: PM4 opcode {op:#x} with {len(b)} body dwords is not supported")
+
+    def reg(self, q: Queue, name: str) -> int:
+        gc = gc12 if q.target.startswith("gfx12") else gc11
+        return q.sh_regs.get(q.gc_base + getattr(gc, f"regCOMPUTE_{name}"), 0)
+
+    def dispatch(self, q: Queue, gx: int, gy: int, gz: int, initiator: int) -> None:
+        """Run a kernel: find the host build in the loaded code object the program registers point into."""
+        if not initiator & 1:
+            raise Fault("bad packet", f"queue {q.qid}: DISPATCH_DIRECT without COMPUTE_SHADER_EN")
+        code = (self.reg(q, "PGM_LO") | (self.reg(q, "PGM_HI") & 0xFF) << 32) << 8
+        kernargs = self.reg(q, "USER_DATA_0") | self.reg(q, "USER_DATA_1") << 32
+        local = (self.reg(q, "NUM_THREAD_X"), self.reg(q, "NUM_THREAD_Y"), self.reg(q, "NUM_THREAD_Z"))
+        fn = self.kernel_at(q, code)
+        if tuple(fn.local_size) != local:
+            raise Fault("bad packet", f"queue {q.qid}: COMPUTE_NUM_THREAD is {local}, the kernel at {code:#x} was built "
+                        f"for {tuple(fn.local_size)}")
+        self.mem.check(kernargs, 8, "kernel arguments")
+        fn(kernargs, gx, gy, gz)
+
+    def kernel_at(self, q: Queue, code: int) -> Any:
+        start = next((va for va, n in self.mem.ranges.items() if va <= code < va + n), None)
+        if start is None:
+            raise Fault("page fault", f"queue {q.qid}: COMPUTE_PGM points at {code:#x}, outside every buffer", code)
+        if start not in self.programs:
+            image = ctypes.string_at(start, self.mem.ranges[start])
+            found = parse_emulation_record(image)
+            if found is None:
+                raise Fault("bad packet", f"queue {q.qid}: the code object at {start:#x} carries no host build; the "
+                            "emulated GPU runs kernels compiled with compile_kernel(..., emulation=True)")
+            name, local, obj = found
+            fn = load_host(obj, name)
+            fn.local_size = local
+            self.programs[start] = fn
+        return self.programs[start]
 
     def execute_sdma(self, q: Queue, words: list[int]) -> int:
         lengths = {sd.SDMA_OP_COPY: 7, sd.SDMA_OP_FENCE: 4, sd.SDMA_OP_TRAP: 2, sd.SDMA_OP_POLL_REGMEM: 6,

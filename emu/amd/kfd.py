@@ -30,6 +30,7 @@ PAGE = _mmap.PAGESIZE
 DOORBELL_PAGE = 0x2000  # one doorbell page per GPU, 8-byte doorbells
 DOORBELL_MMAP_BASE = 0x40000000  # where /dev/kfd mmap offsets for doorbell pages start in this emulator
 CP_TIMEOUT_S = 10.0
+GC_BASES = (0x00001260, 0x0000A000, 0x0001C000, 0x02402C00)  # beige_goby_ip_offset.h GC_BASE, as gfx11 reports it
 TOPOLOGY = "/sys/class/kfd/kfd/topology/nodes"
 # gfx target -> (gfx_target_version, SIMD count, VRAM bytes), shaped like a real board of that family
 TARGETS = {"gfx1100": (110000, 192, 24 << 30), "gfx1201": (120001, 128, 16 << 30), "gfx942": (90402, 1216, 192 << 30)}
@@ -226,6 +227,9 @@ class EmulatedKFD:
             system.add_file(f"{base}/name", f"{g.target}\n")
             system.add_file(f"{base}/properties", g.properties())
             system.add_node(f"/dev/dri/renderD{g.render_minor}", lambda flags, g=g: RenderFile(self, g))
+            # amdgpu's IP discovery in sysfs: GC segment bases (the first is what compute registers are relative to)
+            system.add_file(f"/sys/class/drm/renderD{g.render_minor}/device/ip_discovery/die/0/GC/0/base_addr",
+                            "".join(f"0x{b:08X}\n" for b in GC_BASES))
         system.add_node("/dev/kfd", lambda flags: KFDFile(self, system))
 
     def gpu(self, gpu_id: int) -> EmuGPU:
@@ -322,7 +326,7 @@ class KFDFile(NodeHandler):
         ctypes.c_uint64.from_address(a.read_pointer_address).value = 0
         ctypes.c_uint64.from_address(a.write_pointer_address).value = 0
         self.dev.cp().call(op="queue", qid=q.qid, kind=q.kind, ring=q.ring, ring_size=q.ring_size, rptr=q.rptr,
-                           wptr=q.wptr, doorbell_off=q.doorbell_off)
+                           wptr=q.wptr, doorbell_off=q.doorbell_off, gc_base=GC_BASES[0], target=gpu.target)
         self.dev.queues[q.qid] = q
         a.queue_id = q.qid
         a.doorbell_offset = DOORBELL_MMAP_BASE + gpu.index * DOORBELL_PAGE + 8 * slot
@@ -504,6 +508,7 @@ class CPLink:
         self._cv = threading.Condition()
         self._send_lock = threading.Lock()
         self.ready = False
+        self.closing = False
         self.dead: str | None = None
         self._reader = threading.Thread(target=self._read, name="emu-amd-cp-irq", daemon=True)
         self._reader.start()
@@ -520,8 +525,10 @@ class CPLink:
                 data = b""
             if not data:
                 with self._cv:
-                    self.dead = f"command processor exited (code {self.proc.poll()})"
+                    self.dead = f"command processor exited (code {self.proc.wait()})"
                     self._cv.notify_all()
+                if not self.closing:  # the GPU died under running work: every queue is lost
+                    self.dev.on_fault({"qid": None, "kind": "hang", "message": self.dead, "va": None})
                 return
             buf += data
             while b"\n" in buf:
@@ -555,6 +562,7 @@ class CPLink:
             raise OSCallError(errno.EINVAL, f"emulated command processor refused {msg['op']}: {error}")
 
     def close(self) -> None:
+        self.closing = True
         try:
             with self._send_lock:
                 self.sock.sendall(b'{"op": "quit"}\n')

@@ -1,0 +1,100 @@
+"""Kernels on the emulated AMD GPU: code objects loaded like a loader does, dispatched through PM4 registers."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from autogen import gc_11_0_0 as gc
+from compiler import KernelCache, compile_kernel
+from compiler.ir import Kernel, f32, where
+from drivers.amd import pm4
+from drivers.amd.kfd import KFDDevice, KFDError
+from emu.machine import emulated_system
+from hcq.buffer import MemFlags
+
+H = MemFlags.DEVICE_LOCAL | MemFlags.HOST_VISIBLE
+
+
+def matmul(tile: int = 8) -> Kernel:
+    k = Kernel("mm", local_size=(tile, tile, 1))
+    A, B, C = k.buffer("A", f32), k.buffer("B", f32), k.buffer("C", f32, writable=True)
+    M, N, K = k.scalar("M"), k.scalar("N"), k.scalar("K")
+    tx, ty = k.local_id(0), k.local_id(1)
+    col, row = k.workgroup_id(0) * tile + tx, k.workgroup_id(1) * tile + ty
+    As, Bs = k.local_array(f32, tile * tile, "As"), k.local_array(f32, tile * tile, "Bs")
+    acc = k.var(f32, 0.0)
+    with k.range(0, (K + (tile - 1)) // tile) as t:
+        ka, kb = t * tile + tx, t * tile + ty
+        As[ty * tile + tx] = where((row < M) & (ka < K), A[where((row < M) & (ka < K), row * K + ka, 0)], 0.0)
+        Bs[ty * tile + tx] = where((kb < K) & (col < N), B[where((kb < K) & (col < N), kb * N + col, 0)], 0.0)
+        k.barrier()
+        with k.range(0, tile) as kk:
+            acc.set(acc + As[ty * tile + kk] * Bs[kk * tile + tx])
+        k.barrier()
+    with k.if_((row < M) & (col < N)):
+        C[row * N + col] = acc
+    return k
+
+
+@pytest.fixture
+def dev():
+    d = KFDDevice(0, emulated_system("amd", ("gfx1100",)))
+    yield d
+    d.close()
+
+
+def test_tiled_matmul_on_the_emulated_gpu(dev, tmp_path):
+    prog = dev.load_program(compile_kernel(matmul(), "gfx1100", KernelCache(tmp_path), emulation=True))
+    m, n, kd = 19, 13, 27
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((m, kd)).astype(np.float32), rng.standard_normal((kd, n)).astype(np.float32)
+    A, B, C, args = dev.alloc(a.nbytes, H), dev.alloc(b.nbytes, H), dev.alloc(m * n * 4, H), dev.alloc(64, H)
+    A.numpy(np.float32)[:] = a.ravel()
+    B.numpy(np.float32)[:] = b.ravel()
+    blob = prog.pack_args(A.va, B.va, C.va, m, n, kd)
+    args.cpu_view()[:len(blob)] = blob
+    q = dev.compute_queue().memory_barrier().exec(prog, args, (2, 3, 1), (8, 8, 1))
+    q.signal(dev.timeline, dev.next_timeline_value()).submit(dev)
+    dev.synchronize(timeout=20)
+    np.testing.assert_allclose(C.numpy(np.float32).reshape(m, n), a @ b, rtol=1e-4, atol=1e-4)
+
+
+def test_dispatch_programs_the_compute_registers(dev, tmp_path):
+    prog = dev.load_program(compile_kernel(matmul(), "gfx1100", KernelCache(tmp_path), emulation=True))
+    q = dev.compute_queue().exec(prog, 0x1234000, (2, 3, 1), (8, 8, 1))
+    regs = {}
+    packets = pm4.decode(q.cmd)
+    for p in packets:
+        if p.name == "SET_SH_REG":
+            for i in range(len(p.body) - 1):
+                regs[p.fields["reg"] + i] = p.fields[f"value{i}"]
+    base = dev.gc_base
+    assert regs[base + gc.regCOMPUTE_PGM_LO] == (prog.code_va >> 8) & 0xFFFFFFFF
+    assert regs[base + gc.regCOMPUTE_PGM_RSRC1] == prog.descriptor.compute_pgm_rsrc1
+    assert (regs[base + gc.regCOMPUTE_USER_DATA_0], regs[base + gc.regCOMPUTE_USER_DATA_1]) == (0x1234000, 0)
+    assert [regs[base + gc.regCOMPUTE_NUM_THREAD_X + i] for i in range(3)] == [8, 8, 1]
+    dispatch = packets[-1]
+    assert dispatch.name == "DISPATCH_DIRECT" and (dispatch.fields["x"], dispatch.fields["y"]) == (2, 3)
+    assert dispatch.fields["initiator"] & gc.COMPUTE_DISPATCH_INITIATOR__CS_W32_EN_MASK, "gfx11 kernels are wave32"
+
+
+def test_a_kernel_built_for_another_gpu_is_refused(dev, tmp_path):
+    with pytest.raises(ValueError, match="built for gfx1201.*compile it for gfx1100"):
+        dev.load_program(compile_kernel(matmul(), "gfx1201", KernelCache(tmp_path)))
+
+
+def test_real_isa_only_code_object_faults_on_the_emulator(dev, tmp_path):
+    prog = dev.load_program(compile_kernel(matmul(), "gfx1100", KernelCache(tmp_path)))
+    dev.compute_queue().exec(prog, 0, (1, 1, 1), (8, 8, 1)).signal(dev.timeline, dev.next_timeline_value()).submit(dev)
+    with pytest.raises(Exception, match="hardware exception|carries no host build"):
+        dev.synchronize(timeout=20)
+    assert any("carries no host build" in f["message"] for f in dev.system.kfd.faults)
+
+
+def test_gfx942_compute_queues_say_what_is_missing():
+    d = KFDDevice(0, emulated_system("amd", ("gfx942",)))
+    try:
+        with pytest.raises(KFDError, match="AQL packets, which are not built yet"):
+            d.compute_queue()
+    finally:
+        d.close()
