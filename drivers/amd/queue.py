@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import time
+from array import array
 from collections import deque
 from typing import Any, Sequence
 
@@ -55,13 +56,14 @@ class Ring:
                 raise RingFullError(f"{self.name}: no room for {nbytes} bytes after {SUBMIT_TIMEOUT_S} s; "
                                     f"{self.debug_state().describe()}")
             time.sleep(20e-6)
-        data = (ctypes.c_uint32 * len(words))(*words)
+        data = words if isinstance(words, array) else array("I", words)
+        src = data.buffer_info()[0]  # copy straight from the array's storage: no per-word Python work
         pos = self.wptr * self.unit % self.size
         first = min(nbytes, self.size - pos)
-        ctypes.memmove(self.buf.host_addr + pos, data, first)
+        ctypes.memmove(self.buf.host_addr + pos, src, first)
         if first < nbytes:  # wrap to the start of the ring
-            ctypes.memmove(self.buf.host_addr, ctypes.addressof(data) + first, nbytes - first)
-        self.history.append((self.wptr, list(words)))
+            ctypes.memmove(self.buf.host_addr, src + first, nbytes - first)
+        self.history.append((self.wptr, data))
         self.wptr += nbytes // self.unit
         self._wptr_mem.value = self.wptr
         self._doorbell.value = self.wptr
@@ -74,7 +76,7 @@ class Ring:
         decode = pm4.decode if self.kind == "compute" else sdma.decode
         for start, words in self.history:
             try:
-                for p in decode(words):
+                for p in decode(list(words)):
                     at = start + p.offset * 4 // self.unit
                     mark = "  <- read pointer here" if at <= rptr < at + max(1, len(getattr(p, "body", [])) + 1) else ""
                     lines.append(f"{at:#08x} {str(p).split(' ', 1)[1]}{mark}")
@@ -144,7 +146,7 @@ class AMDComputeQueue(HWQueue):
 
     def _submit(self, device: Any) -> None:
         device.check()
-        device.compute_ring.submit(self.cmd)
+        device.compute_ring.submit(array("I", self.cmd))
 
 
 class AMDCopyQueue(HWQueue):
@@ -186,4 +188,4 @@ class AMDCopyQueue(HWQueue):
 
     def _submit(self, device: Any) -> None:
         device.check()
-        device.sdma_ring.submit(self.cmd)
+        device.sdma_ring.submit(array("I", self.cmd))

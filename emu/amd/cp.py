@@ -29,6 +29,10 @@ from compiler import parse_emulation_record
 from compiler.toolchain import load_host
 
 PROT_RW, MAP_SHARED, MAP_FIXED_NOREPLACE = 3, 0x01, 0x100000
+PM4_NAMES = {getattr(nvd, f"PACKET3_{n}"): n for n in ("NOP", "SET_SH_REG", "DISPATCH_DIRECT", "WAIT_REG_MEM",
+                                                      "INDIRECT_BUFFER", "EVENT_WRITE", "RELEASE_MEM", "ACQUIRE_MEM")}
+SDMA_NAMES = {sd.SDMA_OP_COPY: "COPY_LINEAR", sd.SDMA_OP_FENCE: "FENCE", sd.SDMA_OP_TRAP: "TRAP",
+              sd.SDMA_OP_POLL_REGMEM: "POLL_REGMEM", sd.SDMA_OP_CONST_FILL: "CONSTANT_FILL", sd.SDMA_OP_TIMESTAMP: "TIMESTAMP"}
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.mmap.restype = ctypes.c_void_p
 _libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
@@ -59,6 +63,8 @@ class Queue:
     sh_regs: dict[int, int] = field(default_factory=dict)
     gc_base: int = 0
     target: str = ""
+    not_before: float = 0.0  # fault injection: the queue runs nothing until this time (a late signal)
+    last_wptr: int = 0
 
 
 class Memory:
@@ -67,6 +73,7 @@ class Memory:
     def __init__(self, pools: dict[str, int]):
         self.pools = pools
         self.ranges: dict[int, int] = {}  # va -> size
+        self.poisoned: list[tuple[int, int]] = []  # fault injection: ranges that fault although mapped
 
     def map(self, va: int, size: int, pool: str, off: int) -> None:
         ret = _libc.mmap(va, size, PROT_RW, MAP_SHARED | MAP_FIXED_NOREPLACE, self.pools[pool], off)
@@ -80,6 +87,9 @@ class Memory:
             _libc.munmap(va, size)
 
     def check(self, va: int, size: int, what: str) -> int:
+        for start, n in self.poisoned:
+            if va < start + n and start < va + size:
+                raise Fault("page fault", f"{what} touches [{va:#x}, {va + size:#x}), which faults (injected)", max(va, start))
         for start, n in self.ranges.items():
             if start <= va and va + size <= start + n:
                 return va
@@ -117,6 +127,7 @@ class CommandProcessor:
         self.doorbells = _libc.mmap(None, size, PROT_RW, MAP_SHARED, pools["doorbells"], 0)
         self.queues: dict[int, Queue] = {}
         self.programs: dict[int, Any] = {}  # code object base -> host function
+        self.counters: dict[str, int] = {}
         self._buf = b""
 
     def send(self, **msg: Any) -> None:
@@ -149,6 +160,13 @@ class CommandProcessor:
             self.queues.pop(msg["qid"], None)
         elif op == "stall":
             self.queues[msg["qid"]].stalled = msg.get("on", True)
+        elif op == "delay":
+            self.queues[msg["qid"]].not_before = time.monotonic() + msg["seconds"]
+        elif op == "poison":
+            self.mem.poisoned.append((msg["va"], msg["size"]))
+        elif op == "counters":
+            self.send(op="ack", seq=msg.get("seq"), counters=self.counters)
+            return True
         elif op == "quit":
             return False
         self.send(op="ack", seq=msg.get("seq"))
@@ -191,8 +209,10 @@ class CommandProcessor:
         wptr = self.mem.u64(q.wptr)
         unit = 4 if q.kind == "compute" else 1  # compute pointers count dwords, SDMA pointers count bytes
         ring_dwords = q.ring_size // 4
-        if wptr <= q.rptr_value:
+        if wptr <= q.rptr_value or time.monotonic() < q.not_before:
             return False
+        self.count("doorbells_seen" if wptr != q.last_wptr else "polls")
+        q.last_wptr = wptr
         start = q.rptr_value * unit // 4
         count = (wptr - q.rptr_value) * unit // 4
         if count > ring_dwords:
@@ -228,7 +248,16 @@ class CommandProcessor:
             i += 1 + n
         return i
 
+    def count(self, name: str, n: int = 1) -> None:
+        self.counters[name] = self.counters.get(name, 0) + n
+
     def pm4_packet(self, q: Queue, op: int, b: list[int]) -> bool:
+        done = self._pm4_packet(q, op, b)
+        if done:
+            self.count(f"pm4.{PM4_NAMES.get(op, hex(op))}")
+        return done
+
+    def _pm4_packet(self, q: Queue, op: int, b: list[int]) -> bool:
         if op == nvd.PACKET3_NOP or op == nvd.PACKET3_ACQUIRE_MEM or op == nvd.PACKET3_EVENT_WRITE:
             return True  # caches and pipeline events: the emulator is coherent and in order
         if op == nvd.PACKET3_RELEASE_MEM and len(b) == 7:
@@ -313,10 +342,15 @@ class CommandProcessor:
             if i + n > len(words):
                 return i
             w = words[i:i + n]
+            if op == sd.SDMA_OP_POLL_REGMEM or op == sd.SDMA_OP_NOP:
+                pass
+            else:
+                self.count(f"sdma.{SDMA_NAMES.get(op, hex(op))}")
             if op == sd.SDMA_OP_COPY:
                 size, src, dst = (w[1] & 0x3FFFFFFF) + 1, w[3] | w[4] << 32, w[5] | w[6] << 32
                 ctypes.memmove(self.mem.check(dst, size, "COPY_LINEAR destination"),
                                self.mem.check(src, size, "COPY_LINEAR source"), size)
+                self.count("bytes_copied", size)
             elif op == sd.SDMA_OP_FENCE:
                 self.mem.put32(w[1] | w[2] << 32, w[3])
             elif op == sd.SDMA_OP_TRAP:
@@ -324,6 +358,7 @@ class CommandProcessor:
             elif op == sd.SDMA_OP_POLL_REGMEM:
                 if not _compare(_bits(w[0], 28, 3), self.mem.u32(w[1] | w[2] << 32) & w[4], w[3]):
                     return i
+                self.count("sdma.POLL_REGMEM")
             elif op == sd.SDMA_OP_CONST_FILL:
                 dst, size = w[1] | w[2] << 32, (w[4] & 0x3FFFFFFF) + 1
                 arr = (ctypes.c_uint32 * (size // 4)).from_address(self.mem.check(dst, size, "CONSTANT_FILL"))

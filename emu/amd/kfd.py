@@ -202,6 +202,18 @@ class EmulatedKFD:
                         ev.signaled, ev.hw_exception = True, gpu_id
                 self.cv.notify_all()
 
+    def delay(self, qid: int, seconds: float) -> None:
+        """Fault injection: the queue runs nothing for `seconds` (signals arrive late)."""
+        self.cp().call(op="delay", qid=qid, seconds=seconds)
+
+    def poison(self, va: int, size: int = 1) -> None:
+        """Fault injection: GPU accesses to [va, va+size) page-fault although the memory is mapped."""
+        self.cp().call(op="poison", va=va, size=size)
+
+    def cp_counters(self) -> dict[str, int]:
+        """Counters the command processor keeps: packets by opcode, doorbells seen, bytes copied."""
+        return self.cp().call(op="counters").get("counters", {})
+
     def stall(self, qid: int, on: bool = True) -> None:
         """Fault injection: the queue's command processor stops consuming (a queue that never completes)."""
         self.cp().call(op="stall", qid=qid, on=on)
@@ -504,7 +516,7 @@ class CPLink:
         child.close()
         self.sock = parent
         self._seq = itertools.count(1)
-        self._acks: dict[int, str | None] = {}
+        self._acks: dict[int, dict[str, Any]] = {}
         self._cv = threading.Condition()
         self._send_lock = threading.Lock()
         self.ready = False
@@ -536,7 +548,7 @@ class CPLink:
                 msg = json.loads(line)
                 if msg["op"] == "ack":
                     with self._cv:
-                        self._acks[msg["seq"]] = msg.get("error")
+                        self._acks[msg["seq"]] = msg
                         self._cv.notify_all()
                 elif msg["op"] == "ready":
                     with self._cv:
@@ -547,8 +559,8 @@ class CPLink:
                 elif msg["op"] == "fault":
                     self.dev.on_fault(msg)
 
-    def call(self, **msg: Any) -> None:
-        """Send a control message and wait (bounded) until the CP applied it."""
+    def call(self, **msg: Any) -> dict[str, Any]:
+        """Send a control message and wait (bounded) until the CP applied it; returns its answer."""
         seq = next(self._seq)
         with self._send_lock:
             self.sock.sendall((json.dumps(dict(msg, seq=seq)) + "\n").encode())
@@ -557,9 +569,10 @@ class CPLink:
                 raise OSCallError(errno.ETIMEDOUT, f"emulated command processor did not answer {msg['op']} in {CP_TIMEOUT_S} s")
             if self.dead:
                 raise OSCallError(errno.EIO, f"emulated {self.dead}")
-            error = self._acks.pop(seq)
-        if error:
-            raise OSCallError(errno.EINVAL, f"emulated command processor refused {msg['op']}: {error}")
+            answer = self._acks.pop(seq)
+        if answer.get("error"):
+            raise OSCallError(errno.EINVAL, f"emulated command processor refused {msg['op']}: {answer['error']}")
+        return answer
 
     def close(self) -> None:
         self.closing = True

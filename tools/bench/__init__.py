@@ -25,16 +25,22 @@ class Result:
         return "meets" if self.mean_us <= self.target_us else "misses"
 
 
-def measure(name: str, fn: Callable[[], int], rounds: int = 30, target_us: float | None = None,
+def measure(name: str, fn: Callable[[], int | tuple[int, float]], rounds: int = 30, target_us: float | None = None,
             note: str = "") -> Result:
-    """Run fn (which performs some ops and returns how many) `rounds` times; per-op times per round."""
+    """Run fn `rounds` times; per-op times per round.
+
+    fn returns how many ops it did, or (ops, seconds) when only part of its time is the cost being measured
+    (driver time without the emulator's, say).
+    """
     fn()  # warm up caches and lazy imports
     per_op = []
     total = 0
     for _ in range(rounds):
         t0 = time.perf_counter()
-        n = fn()
-        per_op.append((time.perf_counter() - t0) / n * 1e6)
+        ret = fn()
+        elapsed = time.perf_counter() - t0
+        n, seconds = ret if isinstance(ret, tuple) else (ret, elapsed)
+        per_op.append(seconds / n * 1e6)
         total += n
     per_op.sort()
     return Result(name, total, statistics.fmean(per_op), per_op[len(per_op) // 2],

@@ -43,8 +43,17 @@ def dev():
     d.close()
 
 
-def test_tiled_matmul_on_the_emulated_gpu(dev, tmp_path):
-    prog = dev.load_program(compile_kernel(matmul(), "gfx1100", KernelCache(tmp_path), emulation=True))
+@pytest.mark.parametrize("gfx", ["gfx1100", "gfx1201"])
+def test_tiled_matmul_on_the_emulated_gpu(gfx, tmp_path):
+    dev = KFDDevice(0, emulated_system("amd", (gfx,)))
+    try:
+        _run_matmul(dev, tmp_path, gfx)
+    finally:
+        dev.close()
+
+
+def _run_matmul(dev, tmp_path, gfx):
+    prog = dev.load_program(compile_kernel(matmul(), gfx, KernelCache(tmp_path), emulation=True))
     m, n, kd = 19, 13, 27
     rng = np.random.default_rng(0)
     a, b = rng.standard_normal((m, kd)).astype(np.float32), rng.standard_normal((kd, n)).astype(np.float32)
@@ -98,3 +107,27 @@ def test_gfx942_compute_queues_say_what_is_missing():
             d.compute_queue()
     finally:
         d.close()
+
+
+def test_late_signal_is_waited_for_and_counters_count(dev):
+    src, dst = dev.alloc(8192, H), dev.alloc(8192, H)
+    src.cpu_view()[:] = b"\x5a" * 8192
+    dev.system.kfd.delay(dev.sdma_ring.queue_id, 0.3)
+    sig = dev.new_signal(0)
+    dev.copy_queue().copy(dst.va, src.va, 8192).signal(sig, 1).submit(dev)
+    assert sig.value == 0
+    sig.wait(1, timeout=10)  # sleeps in KFD until the late interrupt
+    assert bytes(dst.cpu_view()) == b"\x5a" * 8192
+    counters = dev.system.kfd.cp_counters()
+    assert counters["bytes_copied"] >= 8192 and counters["sdma.COPY_LINEAR"] >= 1 and counters["sdma.TRAP"] >= 1
+    assert dev.system.kfd.counters["interrupts"] >= 1
+
+
+def test_injected_page_fault_names_the_buffer(dev):
+    src, dst = dev.alloc(4096, H), dev.alloc(4096, H)
+    dev.system.kfd.poison(dst.va + 0x100, 16)
+    dev.copy_queue().copy(dst.va, src.va, 4096).signal(dev.timeline, dev.next_timeline_value()).submit(dev)
+    with pytest.raises(Exception) as e:
+        dev.synchronize(timeout=10)
+    assert f"GPU access to {dst.va + 0x100:#x}, inside Buffer(va={dst.va:#x}" in str(e.value)
+    assert "offset 0x100" in str(e.value)
