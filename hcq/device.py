@@ -46,6 +46,8 @@ class Device(ABC):
         self.profiling = False
         self.timeline_value = 0  # the last value a submission will signal
         self._timeline: Signal | None = None
+        self._kernargs: Any = None
+        self.profile_log: list[tuple[str, Signal, Signal]] = []
 
     # --- timeline ---
     @property
@@ -65,6 +67,36 @@ class Device(ABC):
         self.timeline.wait(self.timeline_value, timeout)
         self.poll_faults()
         self.check()
+
+    # --- kernel arguments ---
+    KERNARG_RING_SIZE = 1 << 20
+
+    def stage_kernargs(self, blob: bytes, tag: int) -> int:
+        """Copy a kernel-argument block into device memory, reused once the timeline reaches `tag`."""
+        from hcq.kernargs import KernargRing
+        if self._kernargs is None:
+            self._kernargs = KernargRing(self.alloc_kernarg_memory(self.KERNARG_RING_SIZE), self.timeline)
+        return self._kernargs.stage(blob, tag)
+
+    def alloc_kernarg_memory(self, size: int) -> Any:
+        """Host-visible memory the device's kernels can read arguments from (drivers pick the heap)."""
+        from hcq.buffer import MemFlags
+        return self.alloc(size, MemFlags.HOST_VISIBLE | MemFlags.UNCACHED)  # type: ignore[attr-defined]
+
+    # --- profiling ---
+    def timestamp_ns(self, raw: int) -> int:
+        """A raw timestamp from a signal in nanoseconds (drivers whose clock is not in ns override this)."""
+        return raw
+
+    def profile(self) -> list[tuple[str, int, int]]:
+        """(what, start ns, end ns) of the execs and copies built while profiling was on, once they completed."""
+        self.synchronize()
+        out = [(what, self.timestamp_ns(s.timestamp), self.timestamp_ns(e.timestamp)) for what, s, e in self.profile_log]
+        for _, s, e in self.profile_log:
+            s.release()
+            e.release()
+        self.profile_log = []
+        return out
 
     # --- faults ---
     def set_fault(self, fault: DeviceFault) -> None:

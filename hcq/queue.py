@@ -55,11 +55,15 @@ class HWQueue(ABC):
     `_encode_*` hooks and `_submit`; values go through `_u32`/`_u64` so Vars are recorded for replay.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, device: Any = None) -> None:
+        self.device = device
         self.streams: dict[str, array] = {"cmd": array("I")}
         self.patches: list[Patch] = []
         self.vars: set[str] = set()
         self._ops: list[str] = []  # a short log of what was built, for errors and traces
+        self.staged: list[tuple[str, bytes]] = []  # kernel-argument blocks staged at each submit
+        self.timeline_value: Value | None = None  # what this queue signals on its device's timeline
+        self.profiled: list[tuple[str, Any, Any]] = []
 
     # --- the builder API (the same for every driver) ---
     def wait(self, signal: Any, value: Value) -> "HWQueue":
@@ -71,6 +75,8 @@ class HWQueue(ABC):
     def signal(self, signal: Any, value: Value) -> "HWQueue":
         """Write value (and a timestamp) to signal once all earlier work in this queue completed."""
         self._op("signal", signal, value)
+        if self.device is not None and signal is getattr(self.device, "_timeline", None):
+            self.timeline_value = value
         self._encode_signal(signal, value)
         return self
 
@@ -81,7 +87,16 @@ class HWQueue(ABC):
         return self
 
     def exec(self, program: Any, args: Any, global_size: Sequence[Value], local_size: Sequence[int]) -> "HWQueue":
-        """Launch program with kernel arguments over global_size workgroups of local_size threads."""
+        """Launch program over global_size workgroups of local_size threads.
+
+        args is a kernel-argument buffer, its address (or a Var for one), or the argument bytes themselves
+        (program.pack_args(...)): bytes are staged in the device's argument ring at every submit and that
+        memory is reused only after the device timeline shows the submission finished.
+        """
+        if isinstance(args, (bytes, bytearray)):
+            var = Var(f"kernargs.{len(self.staged)}")
+            self.staged.append((var.name, bytes(args)))
+            args = var
         gs, ls = tuple(global_size), tuple(local_size)
         if len(gs) != 3 or len(ls) != 3:
             raise QueueBuildError(f"exec({getattr(program, 'name', program)}): global and local sizes take 3 "
@@ -91,7 +106,7 @@ class HWQueue(ABC):
                 raise QueueBuildError(f"exec({getattr(program, 'name', program)}): sizes must be >= 1, got "
                                       f"global {gs} local {ls}")
         self._op("exec", program, gs, ls)
-        self._encode_exec(program, args, gs, ls)
+        self._profiled(f"exec {getattr(program, 'name', program)}", lambda: self._encode_exec(program, args, gs, ls))
         return self
 
     def copy(self, dst: Value, src: Value, size: int) -> "HWQueue":
@@ -99,8 +114,19 @@ class HWQueue(ABC):
         if size < 0:
             raise QueueBuildError(f"copy of {size} bytes: the size must be >= 0")
         self._op("copy", dst, src, size)
-        self._encode_copy(dst, src, size)
+        self._profiled(f"copy {size} bytes", lambda: self._encode_copy(dst, src, size))
         return self
+
+    def _profiled(self, what: str, encode: Any) -> None:
+        """Encode, bracketed by timestamps when the device is profiling."""
+        if self.device is None or not getattr(self.device, "profiling", False):
+            encode()
+            return
+        start, end = self.device.new_signal(0, name=f"prof.{what}.start"), self.device.new_signal(0, name=f"prof.{what}.end")
+        self._encode_timestamp(start)
+        encode()
+        self._encode_timestamp(end)
+        self.profiled.append((what, start, end))
 
     def memory_barrier(self) -> "HWQueue":
         """Make earlier writes visible to later work and to the host."""
@@ -110,12 +136,21 @@ class HWQueue(ABC):
 
     def submit(self, device: Any, values: dict[str, int] | None = None) -> "HWQueue":
         """Patch in `values` for every Var (all must be given) and hand the stream to the device."""
-        values = values or {}
+        values = dict(values or {})
+        if self.staged:
+            tag = self.timeline_value if not isinstance(self.timeline_value, Var) else \
+                values.get(self.timeline_value.name, 0) + self.timeline_value.offset
+            if not isinstance(tag, int) or tag <= 0:
+                tag = device.timeline_value + 1  # no timeline signal here: free only after a later one
+            for name, blob in self.staged:
+                values[name] = device.stage_kernargs(blob, tag)
         missing = self.vars - values.keys()
         if missing:
             raise QueueBuildError(f"submit needs values for {sorted(missing)} (this queue was built with them as Vars)")
         self.apply(values)
         self._submit(device)
+        if self.profiled:
+            device.profile_log.extend(self.profiled)
         return self
 
     # --- replay machinery ---

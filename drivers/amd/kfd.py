@@ -214,6 +214,10 @@ class KFDDevice(Device):
             raise KFDError(f"{self.name}: cannot read the GC register base from {path} ({e}); amdgpu exposes IP "
                            "discovery in sysfs since Linux 5.19") from None
 
+    def timestamp_ns(self, raw: int) -> int:
+        """GPU timestamps count the 100 MHz reference clock on gfx11 and gfx12."""
+        return raw * 10
+
     def load_program(self, compiled: Any) -> Any:
         """Load a kernel compiled for this GPU's target into GPU memory."""
         from drivers.amd.program import AMDProgram

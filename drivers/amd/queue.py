@@ -90,8 +90,7 @@ class AMDComputeQueue(HWQueue):
     """PM4 commands for a KFD compute queue."""
 
     def __init__(self, device: Any):
-        super().__init__()
-        self.device = device
+        super().__init__(device)
 
     def _encode_wait(self, signal: Any, value: Value) -> None:
         # A 32-bit compare on the value's low word: signal values stay below 2**32 in a device's lifetime.
@@ -153,8 +152,7 @@ class AMDCopyQueue(HWQueue):
     """SDMA commands for a KFD SDMA queue."""
 
     def __init__(self, device: Any):
-        super().__init__()
-        self.device = device
+        super().__init__(device)
 
     def _encode_wait(self, signal: Any, value: Value) -> None:
         self._packet(sdma.poll_regmem(signal.va, 0 if isinstance(value, Var) else value & 0xFFFFFFFF),

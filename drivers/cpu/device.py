@@ -82,10 +82,10 @@ class CPUDevice(Device):
         return program
 
     def compute_queue(self) -> CPUQueue:
-        return CPUQueue()
+        return CPUQueue(self)
 
     def copy_queue(self) -> CPUCopyQueue:
-        return CPUCopyQueue()
+        return CPUCopyQueue(self)
 
     def processor(self, engine: str) -> CPUProcessor:
         self.check()

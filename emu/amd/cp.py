@@ -39,6 +39,14 @@ _libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_
 _libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
 
 
+GPU_CLOCK_HZ = 100_000_000  # gfx11/gfx12 timestamps count a 100 MHz reference clock
+
+
+def gpu_clock() -> int:
+    """The GPU timestamp counter: ticks of the reference clock."""
+    return time.perf_counter_ns() * GPU_CLOCK_HZ // 1_000_000_000
+
+
 class Fault(Exception):
     """A GPU fault: the queue stops and the parent is told."""
 
@@ -268,7 +276,7 @@ class CommandProcessor:
             elif data_sel == 2:
                 self.mem.put64(addr, b[4] | b[5] << 32)
             elif data_sel == 3:
-                self.mem.put64(addr, time.perf_counter_ns())
+                self.mem.put64(addr, gpu_clock())
             elif data_sel != 0:
                 raise Fault("bad packet", f"queue {q.qid}: RELEASE_MEM data_sel {data_sel} is not supported")
             if int_sel:
@@ -365,7 +373,7 @@ class CommandProcessor:
                 for k in range(size // 4):
                     arr[k] = w[3]
             elif op == sd.SDMA_OP_TIMESTAMP:
-                self.mem.put64((w[1] & ~7 & 0xFFFFFFFF) | w[2] << 32, time.perf_counter_ns())
+                self.mem.put64((w[1] & ~7 & 0xFFFFFFFF) | w[2] << 32, gpu_clock())
             i += n
         return i
 

@@ -164,6 +164,44 @@ def test_compiled_kernel_reads_its_arguments(device, tmp_path):
     np.testing.assert_array_equal(y2.numpy(np.float32), np.arange(n_, dtype=np.float32) * 2 + 1)
 
 
+def test_staged_kernel_arguments_are_reused_only_after_completion(device, tmp_path):
+    from compiler import KernelCache
+    from compiler.ir import Kernel, f32, i32
+    k = Kernel("put", local_size=(1, 1, 1))
+    out = k.buffer("out", f32, writable=True)
+    idx = k.scalar("idx")
+    out[idx] = idx.cast(f32) * 2.0
+    prog = compile_for(device, k, KernelCache(tmp_path))
+    device.KERNARG_RING_SIZE = 16 * 256  # 16 blocks: 40 launches wrap it more than twice
+    n = 40
+    res = host_buf(device, 4 * n)
+    for i in range(n):
+        q = device.compute_queue().exec(prog, prog.pack_args(res.va, i), (1, 1, 1), (1, 1, 1))
+        q.signal(device.timeline, device.next_timeline_value()).submit(device)
+    device.synchronize(timeout=30)
+    np.testing.assert_array_equal(res.numpy(np.float32), np.arange(n, dtype=np.float32) * 2)
+    assert device._kernargs.staged == n
+
+
+def test_profiling_brackets_execs_and_copies(device, tmp_path):
+    from compiler import KernelCache
+    from compiler.ir import Kernel, f32
+    k = Kernel("touch", local_size=(1, 1, 1))
+    out = k.buffer("out", f32, writable=True)
+    out[0] = 1.0
+    prog = compile_for(device, k, KernelCache(tmp_path))
+    a, b = host_buf(device, 4096), host_buf(device, 4096)
+    device.profiling = True
+    device.compute_queue().exec(prog, prog.pack_args(a.va), (1, 1, 1), (1, 1, 1)).signal(
+        device.timeline, device.next_timeline_value()).submit(device)
+    device.copy_queue().copy(b.va, a.va, 4096).signal(device.timeline, device.next_timeline_value()).submit(device)
+    device.profiling = False
+    events = device.profile()
+    assert [e[0] for e in events] == ["exec touch", "copy 4096 bytes"]
+    assert all(0 < start <= end for _, start, end in events)
+    assert device.profile() == [], "the log is handed out once"
+
+
 def test_timestamps_are_monotonic(device):
     sigs = [device.new_signal(0) for _ in range(4)]
     q = device.compute_queue()
