@@ -145,7 +145,35 @@ class AMDComputeQueue(HWQueue):
 
     def _submit(self, device: Any) -> None:
         device.check()
-        device.compute_ring.submit(array("I", self.cmd))
+        if self.patches and self.timeline_value is not None:
+            self._submit_indirect(device)
+        else:
+            device.compute_ring.submit(array("I", self.cmd))
+
+    def _submit_indirect(self, device: Any) -> None:
+        """Replay through an indirect buffer: the ring gets one INDIRECT_BUFFER packet however long the queue is.
+
+        The buffer is rewritten only after the previous run of this queue finished (the timeline value it
+        signalled), so the GPU never executes a half-patched stream.
+        """
+        from hcq.buffer import MemFlags
+        words = self.cmd
+        if self._ib is None or self._ib.size < 4 * len(words):
+            self._ib = device.alloc(4 * len(words), MemFlags.HOST_VISIBLE | MemFlags.UNCACHED)
+        elif self._ib_tag:
+            device.timeline.wait(self._ib_tag, SUBMIT_TIMEOUT_S)
+        ctypes.memmove(self._ib.host_addr, words.buffer_info()[0], 4 * len(words))
+        self._ib_tag = self._resolved_timeline
+        device.compute_ring.submit(array("I", pm4.indirect_buffer(self._ib.va, len(words))))
+
+    _ib = None
+    _ib_tag = 0
+    _resolved_timeline = 0
+
+    def apply(self, values: dict[str, int]) -> None:
+        super().apply(values)
+        tv = self.timeline_value
+        self._resolved_timeline = values[tv.name] + tv.offset if isinstance(tv, Var) else (tv or 0)
 
 
 class AMDCopyQueue(HWQueue):

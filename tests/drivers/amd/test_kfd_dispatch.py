@@ -11,6 +11,7 @@ from drivers.amd import pm4
 from drivers.amd.kfd import KFDDevice, KFDError
 from emu.machine import emulated_system
 from hcq.buffer import MemFlags
+from hcq.queue import Var
 
 H = MemFlags.DEVICE_LOCAL | MemFlags.HOST_VISIBLE
 
@@ -131,3 +132,25 @@ def test_injected_page_fault_names_the_buffer(dev):
         dev.synchronize(timeout=10)
     assert f"GPU access to {dst.va + 0x100:#x}, inside Buffer(va={dst.va:#x}" in str(e.value)
     assert "offset 0x100" in str(e.value)
+
+
+def test_replay_goes_through_an_indirect_buffer_rewritten_only_after_the_previous_run(dev, tmp_path):
+    k = Kernel("put2", local_size=(1, 1, 1))
+    out = k.buffer("out", f32, writable=True)
+    idx = k.scalar("idx")
+    out[idx] = idx.cast(f32) + 0.5
+    prog = dev.load_program(compile_kernel(k, "gfx1100", KernelCache(tmp_path), emulation=True))
+    res = dev.alloc(4 * 8, H)
+    q = dev.compute_queue().exec(prog, Var("args"), (1, 1, 1), (1, 1, 1)).signal(dev.timeline, Var("t"))
+    args = [dev.alloc(64, H) for _ in range(3)]
+    for i, a in enumerate(args):
+        blob = prog.pack_args(res.va, i)
+        a.cpu_view()[:len(blob)] = blob
+    dev.system.kfd.delay(dev.compute_ring.queue_id, 0.3)  # the first run starts late
+    wptr0 = dev.compute_ring.wptr
+    for i, a in enumerate(args):
+        q.submit(dev, {"args": a.va, "t": dev.next_timeline_value()})
+    dev.synchronize(timeout=20)
+    # Had a later submit patched the buffer before the earlier run, an index would be missing.
+    np.testing.assert_array_equal(res.numpy(np.float32)[:3], [0.5, 1.5, 2.5])
+    assert dev.compute_ring.wptr - wptr0 == 3 * len(pm4.indirect_buffer(0, 1)), "the ring only carries IB packets"
