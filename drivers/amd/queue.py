@@ -91,21 +91,25 @@ class AMDComputeQueue(HWQueue):
 
     def __init__(self, device: Any):
         super().__init__(device)
+        self.family = pm4.family_for(device.target)  # gfx11 and gfx12 differ in cache-flush bits
 
     def _encode_wait(self, signal: Any, value: Value) -> None:
         # A 32-bit compare on the value's low word: signal values stay below 2**32 in a device's lifetime.
-        self._packet(pm4.wait_reg_mem(signal.va, 0 if isinstance(value, Var) else value & 0xFFFFFFFF),
+        self._packet(pm4.wait_reg_mem(signal.va, 0 if isinstance(value, Var) else value & 0xFFFFFFFF,
+                                       family=self.family),
                      {pm4.WAIT_REG_MEM_REF_WORD: (value, 32, 0, True)})
 
     def _encode_signal(self, signal: Any, value: Value) -> None:
         v = 0 if isinstance(value, Var) else value
-        self._words(pm4.release_mem(signal.va + 8, 0, pm4.DATA_SEL_TIMESTAMP))  # the contract: value and its time
-        self._packet(pm4.release_mem(signal.va, v, pm4.DATA_SEL_VALUE_64, pm4.INT_SEL_SEND_DATA_AFTER_WRITE_CONFIRM,
-                                     int_ctxid=self.device.signal_event_id),
+        # The contract: value and its time. The value's write interrupts after it is confirmed (KFD's fences do
+        # the same), which wakes sleepers on the device's signal event.
+        self._words(pm4.release_mem(signal.va + 8, 0, pm4.DATA_SEL_TIMESTAMP, family=self.family))
+        self._packet(pm4.release_mem(signal.va, v, pm4.DATA_SEL_VALUE_64, pm4.INT_SEL_SEND_INT_AFTER_WRITE_CONFIRM,
+                                     int_ctxid=self.device.signal_event_id, family=self.family),
                      {pm4.RELEASE_MEM_DATA_WORD: (value, 64, 0, False)})
 
     def _encode_timestamp(self, signal: Any) -> None:
-        self._words(pm4.release_mem(signal.va + 8, 0, pm4.DATA_SEL_TIMESTAMP))
+        self._words(pm4.release_mem(signal.va + 8, 0, pm4.DATA_SEL_TIMESTAMP, family=self.family))
 
     def _encode_exec(self, program: Any, args: Any, global_size: tuple, local_size: tuple) -> None:
         if tuple(local_size) != tuple(program.local_size):
@@ -115,7 +119,7 @@ class AMDComputeQueue(HWQueue):
         kernargs = getattr(args, "va", args)
 
         def sh(reg: int, *values: int) -> None:
-            self._words(pm4.set_sh_reg(base + reg, list(values)))
+            self._words(pm4.set_sh_reg(base + reg, list(values), family=self.family))
         sh(regs.regCOMPUTE_PGM_LO, (program.code_va >> 8) & 0xFFFFFFFF, program.code_va >> 40)
         sh(regs.regCOMPUTE_PGM_RSRC1, d.compute_pgm_rsrc1, d.compute_pgm_rsrc2)
         sh(regs.regCOMPUTE_PGM_RSRC3, d.compute_pgm_rsrc3)
@@ -127,21 +131,21 @@ class AMDComputeQueue(HWQueue):
         # The kernel-argument pointer is the first user SGPR pair: our kernels enable only that (no dispatch or
         # queue pointer), which kernel_code_properties records.
         self._packet(pm4.set_sh_reg(base + regs.regCOMPUTE_USER_DATA_0, [0, 0] if isinstance(kernargs, Var)
-                                    else [kernargs & 0xFFFFFFFF, kernargs >> 32]),
+                                    else [kernargs & 0xFFFFFFFF, kernargs >> 32], family=self.family),
                      {2: (kernargs, 64, 0, False)})
         initiator = (regs.COMPUTE_DISPATCH_INITIATOR__COMPUTE_SHADER_EN_MASK |
                      regs.COMPUTE_DISPATCH_INITIATOR__FORCE_START_AT_000_MASK |
                      regs.COMPUTE_DISPATCH_INITIATOR__ORDER_MODE_MASK |
                      (regs.COMPUTE_DISPATCH_INITIATOR__CS_W32_EN_MASK if d.wave32 else 0))
         gs = [0 if isinstance(g, Var) else g for g in global_size]
-        self._packet(pm4.dispatch_direct(*gs, initiator),
+        self._packet(pm4.dispatch_direct(*gs, initiator, family=self.family),
                      {pm4.DISPATCH_DIRECT_SIZE_WORD + i: (g, 32, 0, False) for i, g in enumerate(global_size)})
 
     def _encode_copy(self, dst: Value, src: Value, size: int) -> None:
         raise QueueBuildError("copies on AMD go on the copy queue (SDMA): use device.copy_queue()")
 
     def _encode_memory_barrier(self) -> None:
-        self._words(pm4.acquire_mem(pm4.gcr_invalidate_all()))
+        self._words(pm4.acquire_mem(pm4.gcr_invalidate_all(self.family), family=self.family))
 
     def _submit(self, device: Any) -> None:
         device.check()
@@ -164,7 +168,7 @@ class AMDComputeQueue(HWQueue):
             device.timeline.wait(self._ib_tag, SUBMIT_TIMEOUT_S)
         ctypes.memmove(self._ib.host_addr, words.buffer_info()[0], 4 * len(words))
         self._ib_tag = self._resolved_timeline
-        device.compute_ring.submit(array("I", pm4.indirect_buffer(self._ib.va, len(words))))
+        device.compute_ring.submit(array("I", pm4.indirect_buffer(self._ib.va, len(words), family=self.family)))
 
     _ib = None
     _ib_tag = 0
