@@ -1,43 +1,58 @@
-"""Kernel compilation: IR -> LLVM IR -> host machine code or AMD code objects, with a disk cache.
+"""Kernel compilation: IR -> LLVM IR -> host machine code, AMD code objects or NVIDIA PTX, with a disk cache.
 
     from compiler import compile_kernel
-    ck = compile_kernel(kernel, "host")      # or "gfx1100", "gfx1201", "gfx942"
+    ck = compile_kernel(kernel, "host")      # or "gfx1100", "gfx1201", "gfx942", or "sm_80", "sm_90", ...
+    ck(a, b, out, n, global_size=(blocks, 1, 1))   # host kernels run on numpy arrays
 """
 from __future__ import annotations
 
 import ctypes
 import struct
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Optional
+
+import numpy as np
 
 from compiler import ir
 from compiler.cache import KernelCache
-from compiler.kernargs import KernArg, arg_layout
 from compiler.elf import EF_AMDGPU_MACH, CodeObject, KernelDescriptor
-from compiler.llvm_render import render
-from compiler.toolchain import (AMD_TARGETS, ToolchainError, amd_link, amd_object, host_cpu, host_object, llvm_version,
-                                load_host, lld_version)
+from compiler.emulation import emulation_record, parse_emulation_record, with_host_build
+from compiler.kernargs import KernArg, arg_layout, kernarg_size
+from compiler.llvm_render import AMD_TARGETS, NV_TARGETS, render, target_kind
+from compiler.toolchain import (ToolchainError, amd_link, amd_object, host_cpu, host_object, llvm_version, lld_version,
+                                load_host, ptx)
 
-TARGETS = ("host",) + AMD_TARGETS
-GENERATOR = "baregpu-compiler-1"
+TARGETS = ("host",) + AMD_TARGETS + NV_TARGETS
+GENERATOR = "baregpu-compiler-2"  # bump when what a cached binary means changes
+NV_STATIC_SHARED_BYTES = 48 * 1024  # CUDA's limit on statically allocated shared memory per block
 
 
 @dataclass
 class CompiledKernel:
-    """A kernel built for one target: its binary, argument layout and (AMD) descriptor, or (host) entry point."""
+    """A kernel built for one target: its binary (host object, AMD code object or PTX text), argument layout,
+    and the AMD descriptor and metadata, or the host entry point."""
     name: str
     target: str
     binary: bytes
     args: list[KernArg]
     local_size: tuple[int, int, int]
     lds_bytes: int
-    descriptor: KernelDescriptor | None = None
+    descriptor: Optional[KernelDescriptor] = None
     _host: Any = field(default=None, repr=False)
     handle: int = 0  # set by the device that loads it
+    metadata: Optional[dict] = field(default=None, repr=False)  # AMD: this kernel's entry in the metadata note
+    key: str = ""  # the kernel IR's digest
 
     @property
     def kernarg_size(self) -> int:
-        return max((a.offset + a.size for a in self.args), default=0)
+        return kernarg_size(self.args)
+
+    @property
+    def ptx(self) -> str:
+        """The PTX text of an NVIDIA build."""
+        if target_kind(self.target) != "nv":
+            raise ToolchainError(f"{self.name} was built for {self.target}, which has no PTX")
+        return self.binary.decode()
 
     def pack_args(self, *values: int) -> bytes:
         """The kernel-argument block for buffer addresses and int32 scalars, in parameter order."""
@@ -46,6 +61,8 @@ class CompiledKernel:
                              f"got {len(values)}")
         out = bytearray(self.kernarg_size)
         for a, v in zip(self.args, values):
+            if a.kind == "int32" and not ir.INT32_MIN <= v <= ir.INT32_MAX:
+                raise ir.IRError(f"{self.name}: argument {a.name}={v} does not fit in int32")
             struct.pack_into("<Q" if a.size == 8 else "<i", out, a.offset, v)
         return bytes(out)
 
@@ -55,40 +72,55 @@ class CompiledKernel:
             raise ToolchainError(f"{self.name} was built for {self.target}; only host kernels run on the CPU")
         if tuple(local_size) != self.local_size:
             raise ir.IRError(f"{self.name} was built for local size {self.local_size}, launched with {tuple(local_size)}")
-        self._host(kernargs, *global_size)
+        gs = tuple(global_size)
+        if len(gs) != 3 or any(not isinstance(g, int) or g < 0 or g > ir.INT32_MAX for g in gs):
+            raise ir.IRError(f"{self.name}: global_size is three workgroup counts >= 0, got {global_size}")
+        self._host(kernargs, *gs)
+
+    def __call__(self, *args: Any, global_size: tuple = (1, 1, 1)) -> None:
+        """Run a host kernel on numpy arrays (C-contiguous, of the buffer's dtype) and ints; global_size counts
+        workgroups per dimension."""
+        values, keep = [], []
+        if len(args) != len(self.args):
+            raise ir.IRError(f"{self.name} takes {len(self.args)} arguments ({', '.join(a.name for a in self.args)}), "
+                             f"got {len(args)}")
+        for a, v in zip(self.args, args):
+            if a.kind == "buffer" and isinstance(v, np.ndarray):
+                if v.dtype.name != a.dtype:
+                    raise ir.IRError(f"{self.name}: argument {a.name} is a {a.dtype} buffer, got a {v.dtype.name} array")
+                if not v.flags.c_contiguous:
+                    raise ir.IRError(f"{self.name}: argument {a.name} must be C-contiguous (use np.ascontiguousarray)")
+                if a.writable and not v.flags.writeable:
+                    raise ir.IRError(f"{self.name}: argument {a.name} is written, but the array is read-only")
+                keep.append(v)
+                values.append(v.ctypes.data)
+            elif isinstance(v, (int, np.integer)) and not isinstance(v, bool):
+                values.append(int(v))
+            else:
+                raise ir.IRError(f"{self.name}: argument {a.name} ({a.kind}) cannot be {type(v).__name__}")
+        blob = self.pack_args(*values)
+        buf = ctypes.create_string_buffer(blob, max(len(blob), 1))
+        self.run(ctypes.addressof(buf), global_size, self.local_size)
 
 
-EMULATION_MAGIC = b"BAREGPUH"  # marks the host build inside an emulation code object: magic, u32 name length,
-# name, three u32 local sizes, u64 object size, object bytes
+def _check_amd(k: ir.Kernel, target: str, co: CodeObject, args: list[KernArg]) -> tuple[KernelDescriptor, dict]:
+    """The linked code object must be for `target` and agree with our argument layout and local arrays."""
+    if co.mach != EF_AMDGPU_MACH[target]:
+        raise ToolchainError(f"{k.name}: code object is for machine {co.mach:#x}, not {target} "
+                             f"({EF_AMDGPU_MACH[target]:#x})")
+    desc, meta = co.kernel_descriptor(k.name), co.kernel_metadata(k.name)
+    explicit = [(a[".offset"], a[".size"]) for a in meta.get(".args", []) if not a[".value_kind"].startswith("hidden_")]
+    if explicit != [(a.offset, a.size) for a in args]:
+        raise ToolchainError(f"{k.name}: LLVM laid out the kernel arguments as {explicit} (offset, size), our layout "
+                             f"is {[(a.offset, a.size) for a in args]}")
+    if desc.group_segment_fixed_size != k.lds_bytes:
+        raise ToolchainError(f"{k.name}: the descriptor reserves {desc.group_segment_fixed_size} bytes of LDS, the "
+                             f"kernel's local arrays take {k.lds_bytes}")
+    return desc, meta
 
 
-def emulation_record(name: str, local_size: tuple[int, int, int], host_obj: bytes) -> bytes:
-    """The host build of a kernel as the emulated GPU finds it in a loaded code object."""
-    raw = name.encode()
-    return (EMULATION_MAGIC + struct.pack("<I", len(raw)) + raw + struct.pack("<3I", *local_size)
-            + struct.pack("<Q", len(host_obj)) + host_obj)
-
-
-def parse_emulation_record(image: bytes, start: int = 0) -> tuple[str, tuple[int, int, int], bytes] | None:
-    """(kernel name, local size, host object) of the first record in a loaded image, or None."""
-    at = image.find(EMULATION_MAGIC, start)
-    if at < 0:
-        return None
-    n = struct.unpack_from("<I", image, at + 8)[0]
-    name = image[at + 12:at + 12 + n].decode()
-    local = struct.unpack_from("<3I", image, at + 12 + n)
-    size = struct.unpack_from("<Q", image, at + 24 + n)[0]
-    return name, local, image[at + 32 + n:at + 32 + n + size]
-
-
-def _with_host_build(llvm_ir: str, k: ir.Kernel, host_obj: bytes) -> str:
-    """Carry the host build in the AMD code object as a read-only global, so it loads with the image."""
-    blob = emulation_record(k.name, k.local_size, host_obj)
-    text = "".join(f"\\{b:02X}" for b in blob)
-    return llvm_ir + (f'@__baregpu_host_{k.name} = protected addrspace(4) constant [{len(blob)} x i8] c"{text}", align 16\n')
-
-
-def compile_kernel(k: ir.Kernel, target: str, cache: KernelCache | None = None, emulation: bool = False) -> CompiledKernel:
+def compile_kernel(k: ir.Kernel, target: str, cache: Optional[KernelCache] = None,
+                   emulation: bool = False) -> CompiledKernel:
     """Build a kernel for a target, reusing the disk cache when the IR, target and toolchain are unchanged.
 
     With emulation=True an AMD code object also carries the kernel's host build (the real ISA is still built and
@@ -96,26 +128,34 @@ def compile_kernel(k: ir.Kernel, target: str, cache: KernelCache | None = None, 
     """
     if target not in TARGETS:
         raise ToolchainError(f"unknown target {target!r}; targets are {', '.join(TARGETS)}")
-    for m in k.buffers + k.locals:
-        if m.dtype == ir.bool_:
-            raise ir.IRError(f"{m.name}: bool memory is not supported; store int32 0/1 instead")
+    kind = target_kind(target)
+    if emulation and kind != "amd":
+        raise ToolchainError(f"emulation=True carries a host build inside an AMD code object; {target} has none")
+    if kind == "nv" and k.lds_bytes > NV_STATIC_SHARED_BYTES:
+        raise ToolchainError(f"{k.name}: local arrays take {k.lds_bytes} bytes; NVIDIA allows {NV_STATIC_SHARED_BYTES} "
+                             "bytes of static shared memory per block")
     cache = cache or KernelCache()
-    llvm_ir = render(k, target)
-    lds = sum(m.size * m.dtype.itemsize for m in k.locals)
-    versions = (GENERATOR, llvm_version()) + ((host_cpu(),) if target == "host" else (lld_version(),))
-    if target == "host":
-        obj = cache.get_or_build((llvm_ir,) + versions, target, lambda: host_object(llvm_ir, k.name))
-        return CompiledKernel(k.name, target, obj, arg_layout(k), k.local_size, lds, None, load_host(obj, k.name))
+    llvm_ir = render(k, target)  # validates the kernel first
+    key = k.key()
+    args = arg_layout(k)
+
+    def host_build(host_ir: str) -> bytes:
+        return cache.get_or_build((GENERATOR, key, host_ir, llvm_version(), host_cpu()), "host",
+                                  lambda: host_object(host_ir, k.name))
+    if kind == "host":
+        obj = host_build(llvm_ir)
+        return CompiledKernel(k.name, target, obj, args, k.local_size, k.lds_bytes, None, load_host(obj, k.name), key=key)
+    if kind == "nv":
+        text = cache.get_or_build((GENERATOR, key, llvm_ir, llvm_version()), target,
+                                  lambda: ptx(llvm_ir, k.name, target).encode())
+        return CompiledKernel(k.name, target, text, args, k.local_size, k.lds_bytes, key=key)
     if emulation:
-        host_ir = render(k, "host")
-        host_obj = cache.get_or_build((host_ir, GENERATOR, llvm_version(), host_cpu()), "host",
-                                      lambda: host_object(host_ir, k.name))
-        llvm_ir = _with_host_build(llvm_ir, k, host_obj)
-    binary = cache.get_or_build((llvm_ir,) + versions, target, lambda: amd_link(amd_object(llvm_ir, k.name, target), k.name))
-    co = CodeObject(binary)
-    if co.mach != EF_AMDGPU_MACH[target]:
-        raise ToolchainError(f"{k.name}: code object is for machine {co.mach:#x}, not {target}")
-    return CompiledKernel(k.name, target, binary, arg_layout(k), k.local_size, lds, co.kernel_descriptor(k.name))
+        llvm_ir = with_host_build(llvm_ir, k.name, k.local_size, host_build(render(k, "host")))
+    binary = cache.get_or_build((GENERATOR, key, llvm_ir, llvm_version(), lld_version()), target,
+                                lambda: amd_link(amd_object(llvm_ir, k.name, target), k.name))
+    desc, meta = _check_amd(k, target, CodeObject(binary), args)
+    return CompiledKernel(k.name, target, binary, args, k.local_size, k.lds_bytes, desc, metadata=meta, key=key)
 
 
-__all__ = ["compile_kernel", "CompiledKernel", "KernArg", "TARGETS", "KernelCache"]
+__all__ = ["compile_kernel", "CompiledKernel", "KernArg", "KernelCache", "TARGETS", "ToolchainError",
+           "emulation_record", "parse_emulation_record"]

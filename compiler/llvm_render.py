@@ -1,23 +1,34 @@
-"""Kernel IR to LLVM IR text, for the host (x86-64) and AMDGPU.
+"""Kernel IR to LLVM IR text, for the host (x86-64), AMDGPU and NVPTX.
 
-Targets differ in few places, so a target is a small set of hooks: how the kernel receives its
-parameters, where special indices come from, how local memory and barriers look, and which address space
-private variables live in. The host has no threads of its own: its kernel loops over workgroups and, inside
-each, runs the workgroup's threads one after another; a body with barriers is cut at the barriers into
-phases that each loop over all threads, and per-thread variables become arrays indexed by thread.
+Targets differ in few places, so a target is a small class of hooks over one shared lowering: how the
+kernel receives its parameters, where special indices come from, where variables and local arrays live,
+how a barrier looks, and what the module carries around the function.
+
+The host has no threads of its own: its kernel loops over workgroups and, inside each, runs the workgroup's
+threads one after another. A body with barriers is cut at the barriers into phases that each loop over all
+threads; uniform control flow around barriers (validated) stays outside the thread loops, and a variable
+used in more than one phase becomes an array with one slot per thread.
+
+Names: user names are identifiers without dots, and every name this module makes has a dot in it
+(`%.t3`, `.loop4`, `%.var.acc`), so the two never collide.
 """
 from __future__ import annotations
 
 import struct
+from dataclasses import dataclass
+from typing import Callable, Union
 
 import numpy as np
 
 from compiler import ir
 from compiler.kernargs import arg_layout
+from compiler.validate import validate
 
 LLTYPE = {"float32": "float", "float16": "half", "int32": "i32", "bool": "i1"}
 ALIGN = {"float32": 4, "float16": 2, "int32": 4, "bool": 1}
-SUFFIX = {"float": "f32", "half": "f16"}
+SUFFIX = {"float": "f32", "half": "f16", "i32": "i32"}
+AMD_TARGETS = ("gfx1100", "gfx1201", "gfx942")
+NV_TARGETS = ("sm_75", "sm_80", "sm_86", "sm_89", "sm_90")
 
 
 def _lt(d: ir.DType) -> str:
@@ -44,10 +55,11 @@ def contains_barrier(body: list) -> bool:
 
 
 class Renderer:
-    """Shared expression and statement lowering; subclasses are targets."""
+    """Shared expression and statement lowering for one kernel; subclasses are targets."""
 
-    private_space = ""  # address space suffix for allocas
-    ptr_global = "ptr"
+    private_as = 0  # address space number of private variables (allocas)
+    global_space = ""  # address space suffix of buffer pointers
+    local_space = ""  # address space suffix of local arrays
 
     def __init__(self, k: ir.Kernel):
         self.k = k
@@ -55,19 +67,22 @@ class Renderer:
         self.entry: list[str] = []
         self.decls: set[str] = set()
         self.n = 0
-        self.has_barriers = contains_barrier(k.body)
         self.params: dict[int, str] = {}
+        self.var_ptrs: dict[int, str] = {}
+        self.alloca_space = f" addrspace({self.private_as})" if self.private_as else ""
 
     def tmp(self) -> str:
         self.n += 1
-        return f"%t{self.n}"
+        return f"%.t{self.n}"
 
     def label(self, base: str) -> str:
         self.n += 1
-        return f"{base}{self.n}"
+        return f".{base}{self.n}"
 
-    def emit(self, line: str) -> None:
+    def emit(self, line: str) -> str:
+        """Append an instruction; an `X = ...` line's X is returned so callers can chain."""
         self.lines.append("  " + line)
+        return line.split(" = ", 1)[0] if " = " in line else ""
 
     def block(self, name: str) -> None:
         self.lines.append(f"{name}:")
@@ -75,112 +90,153 @@ class Renderer:
     def declare(self, decl: str) -> None:
         self.decls.add(decl)
 
+    def call(self, ret: str, fn: str, *args: str, flags: str = "") -> str:
+        """Call an intrinsic or runtime function, declaring it once."""
+        arg_types = ", ".join(a.split(" ", 1)[0] for a in args)
+        self.declare(f"declare {ret} @{fn}({arg_types})")
+        t = self.tmp()
+        self.emit(f"{t} = call {flags + ' ' if flags else ''}{ret} @{fn}({', '.join(args)})")
+        return t
+
     # --- target hooks ---
     def special(self, kind: str, dim: int) -> str:
-        raise NotImplementedError
-
-    def var_ptr(self, v: ir.Var) -> str:
-        raise NotImplementedError
-
-    def memory_ptr(self, m: ir.Memory, index: str) -> str:
+        """The workgroup id ('wg') or local id ('lid') in dimension dim, as an i32 value."""
         raise NotImplementedError
 
     def barrier(self) -> None:
         raise NotImplementedError
+
+    def var_ptr(self, v: ir.Var) -> str:
+        """A pointer to variable v's storage (default: one private slot, allocated at entry)."""
+        if id(v) not in self.var_ptrs:
+            p = f"%.var.{v.name}"
+            where = f", addrspace({self.private_as})" if self.private_as else ""
+            self.entry.append(f"  {p} = alloca {_lt(v.dtype)}, align 4{where}")
+            self.var_ptrs[id(v)] = p
+        return self.var_ptrs[id(v)]
+
+    def local_base(self, m: ir.Memory) -> str:
+        """The address of local array m (default: a module global in the local address space)."""
+        return f"@{self.k.name}.lds.{m.name}"
+
+    def unary_intrinsic(self, op: str, ty: str, a: str) -> str:
+        """exp2, log2, sqrt, sin of a float value."""
+        return self.call(ty, f"llvm.{op}.{SUFFIX[ty]}", f"{ty} {a}")
 
     # --- expressions ---
     def expr(self, e: ir.Expr) -> str:
         if isinstance(e, ir.Const):
             return _const(e)
         if isinstance(e, ir.Special):
-            if e.kind == "lsize":
-                return str(self.k.local_size[e.dim])
-            return self.special(e.kind, e.dim)
+            return str(self.k.local_size[e.dim]) if e.kind == "lsize" else self.special(e.kind, e.dim)
         if isinstance(e, ir.ScalarParam):
             return self.params[e.index]
         if isinstance(e, ir.VarRef):
             t = self.tmp()
-            self.emit(f"{t} = load {_lt(e.dtype)}, ptr{self.private_space} {self.var_ptr(e.var)}")
-            return t
+            return self.emit(f"{t} = load {_lt(e.dtype)}, ptr{self.alloca_space} {self.var_ptr(e.var)}")
         if isinstance(e, ir.Load):
-            idx = self.expr(e.index)
-            ptr = self.memory_ptr(e.mem, idx)
+            ptr = self.memory_ptr(e.mem, self.expr(e.index))
             t = self.tmp()
-            self.emit(f"{t} = load {_lt(e.dtype)}, {ptr}, align {ALIGN[e.dtype.name]}")
-            return t
+            return self.emit(f"{t} = load {_lt(e.dtype)}, {ptr}, align {ALIGN[e.dtype.name]}")
         if isinstance(e, ir.BinOp):
             return self.binop(e)
         if isinstance(e, ir.UnOp):
-            a = self.expr(e.a)
-            t = self.tmp()
-            ty = _lt(e.dtype)
-            if e.op == "neg":
-                self.emit(f"{t} = fneg {ty} {a}" if e.dtype.kind == "f" else f"{t} = sub {ty} 0, {a}")
-            else:
-                fn = f"llvm.{e.op}.{SUFFIX[ty]}"
-                self.declare(f"declare {ty} @{fn}({ty})")
-                self.emit(f"{t} = call {ty} @{fn}({ty} {a})")
-            return t
+            return self.unop(e)
         if isinstance(e, ir.Cast):
             return self.cast(self.expr(e.a), e.a.dtype, e.dtype)
         if isinstance(e, ir.Where):
             c, a, b = self.expr(e.cond), self.expr(e.a), self.expr(e.b)
             t = self.tmp()
-            self.emit(f"{t} = select i1 {c}, {_lt(e.dtype)} {a}, {_lt(e.dtype)} {b}")
-            return t
+            return self.emit(f"{t} = select i1 {c}, {_lt(e.dtype)} {a}, {_lt(e.dtype)} {b}")
         raise ir.IRError(f"cannot render {e!r}")
+
+    def memory_ptr(self, m: ir.Memory, index: str) -> str:
+        """`ptr<space> %p` for element `index` of m."""
+        i64, t = self.tmp(), self.tmp()
+        self.emit(f"{i64} = sext i32 {index} to i64")
+        if m.space == "global":
+            self.emit(f"{t} = getelementptr inbounds {_lt(m.dtype)}, ptr{self.global_space} %{m.name}, i64 {i64}")
+            return f"ptr{self.global_space} {t}"
+        self.emit(f"{t} = getelementptr inbounds [{m.size} x {_lt(m.dtype)}], ptr{self.local_space} {self.local_base(m)}, "
+                  f"i64 0, i64 {i64}")
+        return f"ptr{self.local_space} {t}"
+
+    def unop(self, e: ir.UnOp) -> str:
+        a, ty, t = self.expr(e.a), _lt(e.dtype), self.tmp()
+        if e.op == "neg":
+            return self.emit(f"{t} = fneg {ty} {a}" if e.dtype.kind == "f" else f"{t} = sub {ty} 0, {a}")
+        if e.op == "not":
+            return self.emit(f"{t} = xor {ty} {a}, {'true' if ty == 'i1' else '-1'}")
+        return self.unary_intrinsic(e.op, ty, a)
 
     def binop(self, e: ir.BinOp) -> str:
         a, b = self.expr(e.a), self.expr(e.b)
-        ty, t, f = _lt(e.a.dtype), self.tmp(), e.a.dtype.kind == "f"
-        simple = {"add": ("fadd", "add"), "sub": ("fsub", "sub"), "mul": ("fmul", "mul"), "div": ("fdiv", "sdiv"),
-                  "mod": ("frem", "srem"), "and": (None, "and"), "or": (None, "or")}
+        ty, f = _lt(e.a.dtype), e.a.dtype.kind == "f"
+        simple = {"add": ("fadd", "add"), "sub": ("fsub", "sub"), "mul": ("fmul", "mul"), "div": ("fdiv", None),
+                  "mod": ("frem", None), "and": (None, "and"), "or": (None, "or"), "xor": (None, "xor")}
         cmp = {"lt": ("olt", "slt"), "le": ("ole", "sle"), "eq": ("oeq", "eq"), "ne": ("une", "ne")}
+        if e.op in ("idiv", "mod") and not f:
+            return self.int_division(e.op, a, b)
         if e.op in simple:
-            self.emit(f"{t} = {simple[e.op][0 if f else 1]} {ty} {a}, {b}")
-        elif e.op in cmp:
-            self.emit(f"{t} = {'fcmp' if f else 'icmp'} {cmp[e.op][0 if f else 1]} {ty} {a}, {b}")
-        elif e.op in ("max", "min"):
+            t = self.tmp()
+            return self.emit(f"{t} = {simple[e.op][0 if f else 1]} {ty} {a}, {b}")
+        if e.op in cmp:
+            t = self.tmp()
+            return self.emit(f"{t} = {'fcmp' if f else 'icmp'} {cmp[e.op][0 if f else 1]} {ty} {a}, {b}")
+        if e.op in ("max", "min"):
             fn = f"llvm.{e.op}num.{SUFFIX[ty]}" if f else f"llvm.s{e.op}.i32"
-            self.declare(f"declare {ty} @{fn}({ty}, {ty})")
-            self.emit(f"{t} = call {ty} @{fn}({ty} {a}, {ty} {b})")
-        else:
-            raise ir.IRError(f"unknown binary op {e.op}")
-        return t
+            return self.call(ty, fn, f"{ty} {a}", f"{ty} {b}")
+        raise ir.IRError(f"unknown binary op {e.op}")
+
+    def int_division(self, op: str, a: str, b: str) -> str:
+        """sdiv/srem with the divisor made safe: 0 and -1 (INT_MIN / -1 overflows) would trap on x86."""
+        z, m1, bad, d = self.tmp(), self.tmp(), self.tmp(), self.tmp()
+        self.emit(f"{z} = icmp eq i32 {b}, 0")
+        self.emit(f"{m1} = icmp eq i32 {b}, -1")
+        self.emit(f"{bad} = or i1 {z}, {m1}")
+        self.emit(f"{d} = select i1 {bad}, i32 1, i32 {b}")
+        if op == "mod":
+            t = self.tmp()
+            return self.emit(f"{t} = srem i32 {a}, {d}")  # x % -1 is 0, which x % 1 gives
+        q, neg, t = self.tmp(), self.tmp(), self.tmp()
+        self.emit(f"{q} = sdiv i32 {a}, {d}")
+        self.emit(f"{neg} = sub i32 0, {a}")
+        return self.emit(f"{t} = select i1 {m1}, i32 {neg}, i32 {q}")
 
     def cast(self, v: str, src: ir.DType, dst: ir.DType) -> str:
         if src == dst:
             return v
-        t, s, d = self.tmp(), _lt(src), _lt(dst)
+        s, d = _lt(src), _lt(dst)
+        if src.kind == "f" and dst.kind == "i":
+            # Saturating: out-of-range values clamp and NaN becomes 0, where fptosi would give poison.
+            return self.call(d, f"llvm.fptosi.sat.{d}.{SUFFIX[s]}", f"{s} {v}")
+        t = self.tmp()
         if dst.kind == "b":
-            self.emit(f"{t} = fcmp une {s} {v}, 0.0" if src.kind == "f" else f"{t} = icmp ne {s} {v}, 0")
-        elif src.kind == "b":
-            self.emit(f"{t} = uitofp i1 {v} to {d}" if dst.kind == "f" else f"{t} = zext i1 {v} to {d}")
-        elif src.kind == "f" and dst.kind == "f":
-            self.emit(f"{t} = {'fpext' if dst.bits > src.bits else 'fptrunc'} {s} {v} to {d}")
-        elif src.kind == "f":
-            self.emit(f"{t} = fptosi {s} {v} to {d}")
-        else:
-            self.emit(f"{t} = sitofp {s} {v} to {d}")
-        return t
+            return self.emit(f"{t} = fcmp une {s} {v}, 0.0" if src.kind == "f" else f"{t} = icmp ne {s} {v}, 0")
+        if src.kind == "b":
+            return self.emit(f"{t} = uitofp i1 {v} to {d}" if dst.kind == "f" else f"{t} = zext i1 {v} to {d}")
+        if src.kind == "f":
+            return self.emit(f"{t} = {'fpext' if dst.bits > src.bits else 'fptrunc'} {s} {v} to {d}")
+        return self.emit(f"{t} = sitofp {s} {v} to {d}")
 
     # --- statements ---
     def stmts(self, body: list) -> None:
         for s in body:
             if isinstance(s, ir.Store):
                 idx, val = self.expr(s.index), self.expr(s.value)
-                self.emit(f"store {_lt(s.value.dtype)} {val}, {self.memory_ptr(s.mem, idx)}, align {ALIGN[s.value.dtype.name]}")
+                self.emit(f"store {_lt(s.value.dtype)} {val}, {self.memory_ptr(s.mem, idx)}, "
+                          f"align {ALIGN[s.value.dtype.name]}")
             elif isinstance(s, ir.Assign):
                 val = self.expr(s.value)
-                self.emit(f"store {_lt(s.var.dtype)} {val}, ptr{self.private_space} {self.var_ptr(s.var)}")
+                self.emit(f"store {_lt(s.var.dtype)} {val}, ptr{self.alloca_space} {self.var_ptr(s.var)}")
             elif isinstance(s, ir.If):
-                self.if_(s.cond, lambda: self.stmts(s.body))
+                self.if_(s.cond, lambda s=s: self.stmts(s.body))
             elif isinstance(s, ir.Range):
-                self.range(s.var, s.start, s.end, lambda: self.stmts(s.body))
+                self.range(s, lambda s=s: self.stmts(s.body))
             elif isinstance(s, ir.Barrier):
                 self.barrier()
 
-    def if_(self, cond: ir.Expr, body) -> None:
+    def if_(self, cond: ir.Expr, body: Callable[[], None]) -> None:
         c = self.expr(cond)
         then, done = self.label("then"), self.label("endif")
         self.emit(f"br i1 {c}, label %{then}, label %{done}")
@@ -189,108 +245,237 @@ class Renderer:
         self.emit(f"br label %{done}")
         self.block(done)
 
-    def range(self, var: ir.Var, start: ir.Expr, end: ir.Expr, body) -> None:
-        ptr = self.var_ptr(var)
-        self.emit(f"store i32 {self.expr(start)}, ptr{self.private_space} {ptr}")
+    def range(self, s: ir.Range, body: Callable[[], None]) -> None:
+        start, end = self.expr(s.start), self.expr(s.end)  # both evaluated once, before the loop
+        ptr = self.var_ptr(s.var)
+        self.emit(f"store i32 {start}, ptr{self.alloca_space} {ptr}")
+        self.counted_loop(ptr, end, s.step, body, self.alloca_space)
+
+    def counted_loop(self, ptr: str, end: str, step: int, body: Callable[[], None], space: str = "") -> None:
+        """while (*ptr < end) { body(); *ptr += step; } with *ptr already set."""
         head, inner, done = self.label("loop"), self.label("body"), self.label("endloop")
         self.emit(f"br label %{head}")
         self.block(head)
-        i = self.tmp()
-        self.emit(f"{i} = load i32, ptr{self.private_space} {ptr}")
-        c = self.tmp()
-        self.emit(f"{c} = icmp slt i32 {i}, {self.expr(end)}")
+        i, c = self.tmp(), self.tmp()
+        self.emit(f"{i} = load i32, ptr{space} {ptr}")
+        self.emit(f"{c} = icmp slt i32 {i}, {end}")
         self.emit(f"br i1 {c}, label %{inner}, label %{done}")
         self.block(inner)
         body()
-        j, k = self.tmp(), self.tmp()
-        self.emit(f"{j} = load i32, ptr{self.private_space} {ptr}")
-        self.emit(f"{k} = add i32 {j}, 1")
-        self.emit(f"store i32 {k}, ptr{self.private_space} {ptr}")
+        j, nxt = self.tmp(), self.tmp()
+        self.emit(f"{j} = load i32, ptr{space} {ptr}")
+        self.emit(f"{nxt} = add i32 {j}, {step}")
+        self.emit(f"store i32 {nxt}, ptr{space} {ptr}")
         self.emit(f"br label %{head}")
         self.block(done)
 
+    def function(self, signature: str, attrs: str = "") -> list[str]:
+        return [f"define {signature}{attrs} {{", ".entry:", *self.entry, *self.lines, "  ret void", "}"]
 
-class AMDGPURenderer(Renderer):
-    """One thread's view: specials from intrinsics, LDS in addrspace(3), private variables in addrspace(5)."""
+    def render(self) -> str:
+        raise NotImplementedError
 
-    private_space = " addrspace(5)"
 
-    def __init__(self, k: ir.Kernel):
-        super().__init__(k)
-        self.var_ptrs: dict[int, str] = {}
+class GPURenderer(Renderer):
+    """One thread's view, shared by AMDGPU and NVPTX: parameters are function arguments, local arrays module
+    globals in addrspace(3), specials from intrinsics."""
 
-    def special(self, kind: str, dim: int) -> str:
-        fn = f"llvm.amdgcn.{'workgroup' if kind == 'wg' else 'workitem'}.id.{'xyz'[dim]}"
-        self.declare(f"declare i32 @{fn}()")
-        t = self.tmp()
-        self.emit(f"{t} = call i32 @{fn}()")
-        return t
+    global_space = " addrspace(1)"
+    local_space = " addrspace(3)"
+    calling_convention = ""
 
-    def var_ptr(self, v: ir.Var) -> str:
-        if id(v) not in self.var_ptrs:
-            p = f"%var_{v.name}"
-            self.entry.append(f"  {p} = alloca {_lt(v.dtype)}, align 4, addrspace(5)")
-            self.var_ptrs[id(v)] = p
-        return self.var_ptrs[id(v)]
+    def arguments(self) -> str:
+        out = []
+        for p in self.k.params:
+            if isinstance(p, ir.Memory):
+                # No noalias: buffers may alias (in-place kernels); readonly only promises we do not write through it.
+                ro = "" if p.writable else " readonly"
+                out.append(f"ptr addrspace(1){ro} align {ALIGN[p.dtype.name]} %{p.name}")
+            else:
+                out.append(f"i32 %{p.name}")
+                self.params[p.index] = f"%{p.name}"
+        return ", ".join(out)
 
-    def memory_ptr(self, m: ir.Memory, index: str) -> str:
-        i64, t = self.tmp(), self.tmp()
-        self.emit(f"{i64} = sext i32 {index} to i64")
-        if m.space == "global":
-            self.emit(f"{t} = getelementptr inbounds {_lt(m.dtype)}, ptr addrspace(1) %{m.name}, i64 {i64}")
-            return f"ptr addrspace(1) {t}"
-        self.emit(f"{t} = getelementptr inbounds [{m.size} x {_lt(m.dtype)}], ptr addrspace(3) @{self.k.name}_{m.name}, i64 0, i64 {i64}")
-        return f"ptr addrspace(3) {t}"
-
-    def barrier(self) -> None:
-        self.declare("declare void @llvm.amdgcn.s.barrier()")
-        self.emit('fence syncscope("workgroup") release')
-        self.emit("call void @llvm.amdgcn.s.barrier()")
-        self.emit('fence syncscope("workgroup") acquire')
+    def module_tail(self) -> list[str]:
+        """Attributes and metadata after the function."""
+        return []
 
     def render(self) -> str:
         k = self.k
-        args = []
-        for p in k.params:
-            if isinstance(p, ir.Memory):
-                args.append(f"ptr addrspace(1) noalias align {ALIGN[p.dtype.name]} %{p.name}")
-            else:
-                args.append(f"i32 %{p.name}")
-                self.params[p.index] = f"%{p.name}"
+        args = self.arguments()
         self.stmts(k.body)
-        threads = k.local_size[0] * k.local_size[1] * k.local_size[2]
-        globals_ = [f"@{k.name}_{m.name} = internal addrspace(3) global [{m.size} x {_lt(m.dtype)}] undef, align 16"
-                    for m in k.locals]
-        fn = [f"define amdgpu_kernel void @{k.name}({', '.join(args)}) #0 {{", "entry:", *self.entry,
-              *self.lines, "  ret void", "}"]
-        attrs = [f'attributes #0 = {{ "amdgpu-flat-work-group-size"="1,{threads}" nounwind }}',
-                 "!llvm.module.flags = !{!0}", '!0 = !{i32 1, !"amdhsa_code_object_version", i32 500}']
-        return "\n".join(globals_ + sorted(self.decls) + fn + attrs) + "\n"
+        lds = [f"@{k.name}.lds.{m.name} = internal addrspace(3) global [{m.size} x {_lt(m.dtype)}] poison, align 16"
+               for m in k.locals]
+        fn = self.function(f"{self.calling_convention} void @{k.name}({args}) #0", self.function_metadata())
+        return "\n".join(lds + sorted(self.decls) + fn + self.module_tail()) + "\n"
+
+    def function_metadata(self) -> str:
+        return ""
+
+
+class AMDGPURenderer(GPURenderer):
+    """amdgpu_kernel with code object v5 metadata; private variables in addrspace(5)."""
+
+    private_as = 5
+    calling_convention = "amdgpu_kernel"
+
+    def special(self, kind: str, dim: int) -> str:
+        return self.call("i32", f"llvm.amdgcn.{'workgroup' if kind == 'wg' else 'workitem'}.id.{'xyz'[dim]}")
+
+    def barrier(self) -> None:
+        # The fences make LDS and global writes before the barrier visible to the workgroup after it.
+        self.emit('fence syncscope("workgroup") release')
+        self.declare("declare void @llvm.amdgcn.s.barrier()")
+        self.emit("call void @llvm.amdgcn.s.barrier()")
+        self.emit('fence syncscope("workgroup") acquire')
+
+    def function_metadata(self) -> str:
+        return " !reqd_work_group_size !1"
+
+    def module_tail(self) -> list[str]:
+        x, y, z = self.k.local_size
+        return [f'attributes #0 = {{ "amdgpu-flat-work-group-size"="1,{self.k.threads}" '
+                '"uniform-work-group-size"="true" nounwind }',
+                "!llvm.module.flags = !{!0}",
+                '!0 = !{i32 1, !"amdhsa_code_object_version", i32 500}',
+                f"!1 = !{{i32 {x}, i32 {y}, i32 {z}}}"]
+
+
+class NVPTXRenderer(GPURenderer):
+    """ptx_kernel; shared memory in addrspace(3); sin and log2 are the hardware approximations."""
+
+    calling_convention = "ptx_kernel"
+
+    def special(self, kind: str, dim: int) -> str:
+        return self.call("i32", f"llvm.nvvm.read.ptx.sreg.{'ctaid' if kind == 'wg' else 'tid'}.{'xyz'[dim]}")
+
+    def barrier(self) -> None:
+        # bar.sync 0 orders shared and global memory among the CTA's threads; our validator keeps it non-divergent.
+        self.declare("declare void @llvm.nvvm.barrier.cta.sync.aligned.all(i32)")
+        self.emit("call void @llvm.nvvm.barrier.cta.sync.aligned.all(i32 0)")
+
+    def unary_intrinsic(self, op: str, ty: str, a: str) -> str:
+        # NVPTX selects llvm.sin only as sin.approx (with afn) and has no log2 lowering at all.
+        if op == "sin":
+            return self.call(ty, f"llvm.sin.{SUFFIX[ty]}", f"{ty} {a}", flags="afn")
+        if op == "log2":
+            f = a if ty == "float" else self.emit(f"{self.tmp()} = fpext half {a} to float")
+            r = self.call("float", "llvm.nvvm.lg2.approx.f", f"float {f}")
+            return r if ty == "float" else self.emit(f"{self.tmp()} = fptrunc float {r} to half")
+        return super().unary_intrinsic(op, ty, a)
+
+    def module_tail(self) -> list[str]:
+        x, y, z = self.k.local_size
+        return [f'attributes #0 = {{ "nvvm.reqntid"="{x},{y},{z}" nounwind }}']
+
+
+# --- the host target ---
+
+@dataclass
+class Phase:
+    """Statements between barriers: run by every thread of the workgroup in turn."""
+    stmts: list
+
+
+@dataclass
+class UniformIf:
+    """An if around a barrier: its (uniform) condition is evaluated once per workgroup."""
+    stmt: ir.If
+    items: list
+
+
+@dataclass
+class UniformRange:
+    """A loop around a barrier: its bounds and counter are per workgroup."""
+    stmt: ir.Range
+    items: list
+
+
+PhaseItem = Union[Phase, UniformIf, UniformRange]
+
+
+def split_phases(body: list) -> list[PhaseItem]:
+    """Cut a body at its barriers: per-thread phases, and the uniform control flow around barriers."""
+    items: list[PhaseItem] = []
+    group: list = []
+
+    def flush() -> None:
+        if group:
+            items.append(Phase(list(group)))
+            group.clear()
+    for s in body:
+        if isinstance(s, ir.Barrier):
+            flush()
+        elif isinstance(s, ir.If) and contains_barrier(s.body):
+            flush()
+            items.append(UniformIf(s, split_phases(s.body)))
+        elif isinstance(s, ir.Range) and contains_barrier(s.body):
+            flush()
+            items.append(UniformRange(s, split_phases(s.body)))
+        else:
+            group.append(s)
+    flush()
+    return items
+
+
+def _vars_in(stmts: list) -> set[ir.Var]:
+    found: set[ir.Var] = set()
+    for s in stmts:
+        for e in ir.stmt_exprs(s):
+            found |= {x.var for x in ir.subexprs(e) if isinstance(x, ir.VarRef)}
+        if isinstance(s, ir.Assign):
+            found.add(s.var)
+        if isinstance(s, (ir.If, ir.Range)):
+            found |= _vars_in(s.body)
+        if isinstance(s, ir.Range):
+            found.add(s.var)
+    return found
+
+
+def per_thread_vars(items: list[PhaseItem]) -> set[ir.Var]:
+    """Variables that need a slot per thread: used in more than one phase, or in a phase and in uniform code.
+    Loop counters of uniform loops are never among them: they live once per workgroup."""
+    contexts: dict[ir.Var, set[int]] = {}
+    uniform_loops: set[ir.Var] = set()
+    phase_no = [0]
+
+    def scan(items: list[PhaseItem]) -> None:
+        for it in items:
+            if isinstance(it, Phase):
+                phase_no[0] += 1
+                for v in _vars_in(it.stmts):
+                    contexts.setdefault(v, set()).add(phase_no[0])
+            else:
+                exprs = [it.stmt.cond] if isinstance(it, UniformIf) else [it.stmt.start, it.stmt.end]
+                for e in exprs:
+                    for x in ir.subexprs(e):
+                        if isinstance(x, ir.VarRef):
+                            contexts.setdefault(x.var, set()).add(0)  # 0: uniform code
+                if isinstance(it, UniformRange):
+                    uniform_loops.add(it.stmt.var)
+                scan(it.items)
+    scan(items)
+    return {v for v, c in contexts.items() if len(c) > 1 and v not in uniform_loops}
 
 
 class HostRenderer(Renderer):
-    """The host target: `void name(ptr args, i32 gx, i32 gy, i32 gz)` runs the whole grid on one CPU thread;
-    args is the kernel-argument block in the AMDGPU layout."""
+    """`void name(ptr args, i32 gx, i32 gy, i32 gz)` runs the whole grid on the calling CPU thread; args is the
+    kernel-argument block in the layout of compiler.kernargs (the AMDGPU one), buffers as 64-bit addresses."""
 
     def __init__(self, k: ir.Kernel):
         super().__init__(k)
-        self.var_ptrs: dict[int, str] = {}
-        self.uniform_vars: set[int] = set()
-        self.threads = k.local_size[0] * k.local_size[1] * k.local_size[2]
+        self.phases = split_phases(k.body)
+        self.per_thread = per_thread_vars(self.phases)
         self.in_thread = False
-        self.ids = {}
         for kind in ("wg", "lid"):
             for d in range(3):
-                self.ids[(kind, d)] = f"%{kind}{d}"
-                self.entry.append(f"  %{kind}{d} = alloca i32, align 4")
+                self.entry.append(f"  %.{kind}{d} = alloca i32, align 4")
 
     def special(self, kind: str, dim: int) -> str:
         if kind == "lid" and not self.in_thread:
-            raise ir.IRError(f"{self.k.name}: local id read outside per-thread code on the host target "
-                             "(a loop or if around a barrier must be uniform)")
+            raise ir.IRError(f"{self.k.name}: local id read in uniform code around a barrier on the host target")
         t = self.tmp()
-        self.emit(f"{t} = load i32, ptr {self.ids[(kind, dim)]}")
-        return t
+        return self.emit(f"{t} = load i32, ptr %.{kind}{dim}")
 
     def flat_lid(self) -> str:
         x, y, z = (self.special("lid", d) for d in range(3))
@@ -299,109 +484,89 @@ class HostRenderer(Renderer):
         self.emit(f"{t1} = mul i32 {z}, {ly}")
         self.emit(f"{t2} = add i32 {t1}, {y}")
         self.emit(f"{t3} = mul i32 {t2}, {lx}")
-        self.emit(f"{t4} = add i32 {t3}, {x}")
-        return t4
+        return self.emit(f"{t4} = add i32 {t3}, {x}")
 
     def var_ptr(self, v: ir.Var) -> str:
-        per_thread = self.has_barriers and id(v) not in self.uniform_vars
+        if v not in self.per_thread:
+            return super().var_ptr(v)
+        threads, ty = self.k.threads, _lt(v.dtype)
         if id(v) not in self.var_ptrs:
-            p = f"%var_{v.name}"
-            n = self.threads if per_thread else 1
-            self.entry.append(f"  {p} = alloca [{n} x {_lt(v.dtype)}], align 16")
-            self.var_ptrs[id(v)] = p
-        if not per_thread:
-            return self.var_ptrs[id(v)]
-        idx, i64, t = self.flat_lid(), self.tmp(), self.tmp()
-        self.emit(f"{i64} = sext i32 {idx} to i64")
-        self.emit(f"{t} = getelementptr inbounds [{self.threads} x {_lt(v.dtype)}], ptr {self.var_ptrs[id(v)]}, i64 0, i64 {i64}")
-        return t
-
-    def memory_ptr(self, m: ir.Memory, index: str) -> str:
+            self.var_ptrs[id(v)] = f"%.var.{v.name}"
+            self.entry.append(f"  %.var.{v.name} = alloca [{threads} x {ty}], align 16")
+        # Uniform code reads thread 0's copy: the validator made every value it reads the same in all threads.
+        idx = self.flat_lid() if self.in_thread else "0"
         i64, t = self.tmp(), self.tmp()
-        self.emit(f"{i64} = sext i32 {index} to i64")
-        base = f"%{m.name}" if m.space == "global" else f"%lds_{m.name}"
-        self.emit(f"{t} = getelementptr inbounds {_lt(m.dtype)}, ptr {base}, i64 {i64}")
-        return f"ptr {t}"
+        self.emit(f"{i64} = sext i32 {idx} to i64")
+        return self.emit(f"{t} = getelementptr inbounds [{threads} x {ty}], ptr {self.var_ptrs[id(v)]}, i64 0, i64 {i64}")
+
+    def local_base(self, m: ir.Memory) -> str:
+        return f"%.lds.{m.name}"
 
     def barrier(self) -> None:
         raise ir.IRError(f"{self.k.name}: a barrier inside divergent control flow cannot run on the host target")
 
-    def counted(self, ptr: str, count: str, body) -> None:
+    def unary_intrinsic(self, op: str, ty: str, a: str) -> str:
+        if ty == "half":
+            # Computed in float and rounded once, as numpy does; no half-precision libm calls needed.
+            f = self.emit(f"{self.tmp()} = fpext half {a} to float")
+            r = super().unary_intrinsic(op, "float", f)
+            return self.emit(f"{self.tmp()} = fptrunc float {r} to half")
+        return super().unary_intrinsic(op, ty, a)
+
+    def counted(self, ptr: str, count: str, body: Callable[[], None]) -> None:
         """for *ptr in 0..count: body()"""
         self.emit(f"store i32 0, ptr {ptr}")
-        head, inner, done = self.label("h"), self.label("b"), self.label("e")
-        self.emit(f"br label %{head}")
-        self.block(head)
-        i, c = self.tmp(), self.tmp()
-        self.emit(f"{i} = load i32, ptr {ptr}")
-        self.emit(f"{c} = icmp slt i32 {i}, {count}")
-        self.emit(f"br i1 {c}, label %{inner}, label %{done}")
-        self.block(inner)
-        body()
-        j, k = self.tmp(), self.tmp()
-        self.emit(f"{j} = load i32, ptr {ptr}")
-        self.emit(f"{k} = add i32 {j}, 1")
-        self.emit(f"store i32 {k}, ptr {ptr}")
-        self.emit(f"br label %{head}")
-        self.block(done)
+        self.counted_loop(ptr, count, 1, body)
 
-    def thread_loop(self, body) -> None:
+    def thread_loop(self, body: Callable[[], None]) -> None:
         def run() -> None:
             self.in_thread = True
             body()
             self.in_thread = False
         ls = self.k.local_size
-        self.counted("%lid2", str(ls[2]), lambda: self.counted("%lid1", str(ls[1]), lambda: self.counted("%lid0", str(ls[0]), run)))
+        self.counted("%.lid2", str(ls[2]), lambda: self.counted("%.lid1", str(ls[1]),
+                                                                lambda: self.counted("%.lid0", str(ls[0]), run)))
 
-    def phases(self, body: list) -> None:
-        """Statements with barriers: uniform control flow outside, per-thread groups inside thread loops."""
-        group: list = []
-
-        def flush() -> None:
-            if group:
-                stmts = list(group)
-                self.thread_loop(lambda: self.stmts(stmts))
-                group.clear()
-        for s in body:
-            if isinstance(s, ir.Barrier):
-                flush()
-            elif isinstance(s, (ir.If, ir.Range)) and contains_barrier(s.body):
-                flush()
-                if isinstance(s, ir.Range):
-                    self.uniform_vars.add(id(s.var))
-                    self.range(s.var, s.start, s.end, lambda s=s: self.phases(s.body))
-                else:
-                    self.if_(s.cond, lambda s=s: self.phases(s.body))
+    def run_items(self, items: list[PhaseItem]) -> None:
+        for it in items:
+            if isinstance(it, Phase):
+                self.thread_loop(lambda it=it: self.stmts(it.stmts))
+            elif isinstance(it, UniformIf):
+                self.if_(it.stmt.cond, lambda it=it: self.run_items(it.items))
             else:
-                group.append(s)
-        flush()
+                self.range(it.stmt, lambda it=it: self.run_items(it.items))
 
     def render(self) -> str:
         k = self.k
         offsets = {a.name: a.offset for a in arg_layout(k)}
         for p in k.params:
-            slot, t = self.tmp(), self.tmp()
-            self.entry.append(f"  {slot} = getelementptr inbounds i8, ptr %args, i64 {offsets[p.name]}")
-            if isinstance(p, ir.Memory):
-                self.entry.append(f"  %{p.name} = load ptr, ptr {slot}")
-            else:
-                self.entry.append(f"  {t} = load i32, ptr {slot}")
-                self.params[p.index] = t
+            slot = f"%.arg.{p.name}"
+            self.entry.append(f"  {slot} = getelementptr inbounds i8, ptr %.args, i64 {offsets[p.name]}")
+            self.entry.append(f"  %{p.name} = load {'ptr' if isinstance(p, ir.Memory) else 'i32'}, ptr {slot}")
+            if isinstance(p, ir.ScalarParam):
+                self.params[p.index] = f"%{p.name}"
         for m in k.locals:
-            self.entry.append(f"  %lds_{m.name} = alloca [{m.size} x {_lt(m.dtype)}], align 16")
-        grid = ["%gz", "%gy", "%gx"]
-
-        def body() -> None:
-            if self.has_barriers:
-                self.phases(k.body)
-            else:
-                self.thread_loop(lambda: self.stmts(k.body))
-        self.counted("%wg2", grid[0], lambda: self.counted("%wg1", grid[1], lambda: self.counted("%wg0", grid[2], body)))
-        fn = [f"define void @{k.name}(ptr noalias %args, i32 %gx, i32 %gy, i32 %gz) {{", "entry:", *self.entry,
-              *self.lines, "  ret void", "}"]
+            self.entry.append(f"  %.lds.{m.name} = alloca [{m.size} x {_lt(m.dtype)}], align 16")
+        body = lambda: self.run_items(self.phases)  # noqa: E731 - the innermost of three grid loops
+        self.counted("%.wg2", "%.gz", lambda: self.counted("%.wg1", "%.gy", lambda: self.counted("%.wg0", "%.gx", body)))
+        fn = self.function(f"void @{k.name}(ptr noalias %.args, i32 %.gx, i32 %.gy, i32 %.gz)")
         return "\n".join(sorted(self.decls) + fn) + "\n"
 
 
+def target_kind(target: str) -> str:
+    """'host', 'amd' or 'nv' for a target name; a clear error for anything else."""
+    if target == "host":
+        return "host"
+    if target in AMD_TARGETS:
+        return "amd"
+    if target in NV_TARGETS:
+        return "nv"
+    raise ir.IRError(f"unknown target {target!r}; targets are host, {', '.join(AMD_TARGETS + NV_TARGETS)}")
+
+
 def render(k: ir.Kernel, target: str) -> str:
-    """LLVM IR text of a kernel for 'host' or an AMDGPU processor name (gfx1100, gfx1201, gfx942)."""
-    return (HostRenderer(k) if target == "host" else AMDGPURenderer(k)).render()
+    """LLVM IR text of a validated kernel for 'host', an AMDGPU processor (gfx1100, gfx1201, gfx942) or an NVIDIA
+    architecture (sm_75 ... sm_90)."""
+    validate(k)
+    cls = {"host": HostRenderer, "amd": AMDGPURenderer, "nv": NVPTXRenderer}[target_kind(target)]
+    return cls(k).render()
