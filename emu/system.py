@@ -218,7 +218,13 @@ class EmulatedSystem(System):
 
     def readlink(self, path: str) -> str:
         def do() -> str:
-            p = posixpath.normpath(path)
+            head, name = posixpath.split(posixpath.normpath(path))
+            for _ in range(16):  # like readlink(2): follow links in the parent components, not in the last one
+                resolved = self._resolve(head)
+                if resolved == head:
+                    break
+                head = resolved
+            p = posixpath.join(head, name)
             if p not in self.links:
                 raise OSCallError(errno.EINVAL, f"{path}: not an emulated symlink")
             return self.links[p]

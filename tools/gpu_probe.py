@@ -32,6 +32,7 @@ def _attr(system: System, path: str) -> str | None:
 
 
 def _link_name(system: System, path: str) -> str | None:
+    """Basename of a sysfs link's target (bound driver, IOMMU group), or None when there is no link."""
     try:
         return posixpath.basename(system.readlink(path))
     except OSError:
@@ -63,6 +64,7 @@ def _open_error(system: System, path: str) -> int | None:
 
 
 def _bars(system: System, bdf: str) -> list[dict[str, int]] | None:
+    """Nonzero BARs with their index and size, or None when the resource table cannot be read."""
     text = _attr(system, f"{PCI_ROOT}/{bdf}/resource")
     if text is None:
         return None
@@ -95,14 +97,40 @@ def probe_pci(system: System, kfd_present: bool, nvidia: dict | None) -> list[di
         dev = {"bdf": bdf, "vendor_id": vendor, "device_id": _hex(_attr(system, f"{PCI_ROOT}/{bdf}/device")),
                "vendor": VENDORS.get(vendor or -1, "unknown vendor"), "class": cls,
                "kernel_driver": _link_name(system, f"{PCI_ROOT}/{bdf}/driver"),
-               "bars": _bars(system, bdf), "iommu_group": _link_name(system, f"{PCI_ROOT}/{bdf}/iommu_group")}
-        dev["path"], dev["blockers"] = _pci_path(dev, kfd_present, nvidia)
+               "bars": _bars(system, bdf), "iommu_group": _link_name(system, f"{PCI_ROOT}/{bdf}/iommu_group"),
+               "gfx": None}  # filled in by probe() from the KFD node at the same PCI address
+        dev["path"], dev["blockers"] = _pci_path(system, dev, kfd_present, nvidia)
         out.append(dev)
     return out
 
 
-def _pci_path(dev: dict[str, Any], kfd_present: bool, nvidia: dict | None) -> tuple[str | None, list[str]]:
-    drv, vendor = dev["kernel_driver"], dev["vendor_id"]
+def _vfio_blockers(system: System, bdf: str, group: str | None) -> list[str]:
+    """Why the IOMMU group of a vfio-pci bound device cannot be used from here (empty when it can)."""
+    if group is None:
+        return ["bound to vfio-pci but it has no IOMMU group: enable the IOMMU in the firmware setup and on the "
+                "kernel command line (amd_iommu=on or intel_iommu=on)"]
+    blockers = []
+    for member in _listdir(system, f"/sys/kernel/iommu_groups/{group}/devices"):
+        drv = _link_name(system, f"{PCI_ROOT}/{member}/driver")
+        if member != bdf and drv not in (None, "vfio-pci", "pcieport"):  # VFIO refuses a group shared with a host driver
+            blockers.append(f"IOMMU group {group} also holds {member}, bound to {drv}: bind it to vfio-pci as well")
+    node = f"/dev/vfio/{group}"
+    err = _open_error(system, node)
+    if err in (errno.EACCES, errno.EPERM):
+        blockers.append(f"cannot open {node}: give your user access to it (a udev rule or chown) or run as root")
+    elif err == errno.EBUSY:
+        blockers.append(f"{node} is in use by another process: stop it first")
+    elif err == errno.ENOENT:
+        blockers.append(f"{node} does not exist: load vfio-pci (modprobe vfio-pci) and bind the card to it again")
+    elif err is not None:
+        blockers.append(f"cannot open {node}: {os.strerror(err)}")
+    return blockers
+
+
+def _pci_path(system: System, dev: dict[str, Any], kfd_present: bool,
+              nvidia: dict | None) -> tuple[str | None, list[str]]:
+    """The driver path that would handle a PCI device, and what blocks it, from its vendor and bound driver."""
+    drv, vendor, bdf = dev["kernel_driver"], dev["vendor_id"], dev["bdf"]
     if vendor == 0x1002:
         if drv == "amdgpu":
             if kfd_present:
@@ -114,27 +142,33 @@ def _pci_path(dev: dict[str, Any], kfd_present: bool, nvidia: dict | None) -> tu
             blockers.append("its BARs could not be read (sysfs resource file missing or unreadable): run as root")
         elif max((b["size"] for b in dev["bars"]), default=0) < MIN_LARGE_BAR:
             blockers.append("BAR0 is smaller than 256 MiB: enable Resizable BAR and Above 4G decoding in the firmware setup")
-        if drv == "vfio-pci" and dev["iommu_group"] is None:
-            blockers.append("bound to vfio-pci but it has no IOMMU group: enable the IOMMU (amd_iommu=on / intel_iommu=on)")
-        elif drv not in (None, "vfio-pci"):
-            blockers.append(f"bound to {drv}: unbind it (echo {dev['bdf']} > /sys/bus/pci/drivers/{drv}/unbind)")
+        if drv == "vfio-pci":
+            blockers += _vfio_blockers(system, bdf, dev["iommu_group"])
+        elif drv is not None:
+            blockers.append(f"bound to {drv}: unbind it (echo {bdf} > /sys/bus/pci/drivers/{drv}/unbind)")
+        elif _open_error(system, f"{PCI_ROOT}/{bdf}/resource0") in (errno.EACCES, errno.EPERM):
+            # with no driver bound, AM maps the BARs through sysfs files that only root may open
+            blockers.append("cannot open its BAR0 (sysfs resource0): run as root, or bind the card to vfio-pci")
         return "AM (no kernel driver)", blockers
     if vendor == 0x10DE:
         if drv == "nouveau":
             return "NV (RM/UVM)", ["nouveau is bound; the NV path needs NVIDIA's open kernel module (nvidia.ko)"]
+        if drv is None:
+            return "NV (RM/UVM)", ["no kernel driver is bound: load NVIDIA's open kernel module (modprobe nvidia)"]
         if drv != "nvidia":
-            return "NV (RM/UVM)", [f"{'no kernel driver' if drv is None else drv} is bound; load NVIDIA's open "
-                                   "kernel module (modprobe nvidia)"]
+            return "NV (RM/UVM)", [f"{drv} is bound: unbind it (echo {bdf} > /sys/bus/pci/drivers/{drv}/unbind) and "
+                                   "load NVIDIA's open kernel module (modprobe nvidia)"]
         blockers = []
         if not nvidia or not nvidia.get("nvidiactl"):
             blockers.append("nvidia is bound but /dev/nvidiactl is missing: check the module loaded (dmesg)")
         if not nvidia or not nvidia.get("uvm"):
             blockers.append("/dev/nvidia-uvm is missing: load nvidia_uvm (modprobe nvidia-uvm)")
         return "NV (RM/UVM)", blockers
-    return None, [f"no driver path for {dev['vendor']} devices"]
+    return None, []  # rendered as "no driver path (unsupported vendor)"; nothing the user could unblock
 
 
 def _gfx_name(version: int) -> str:
+    """KFD's gfx_target_version (major*10000 + minor*100 + stepping) as the LLVM target name, e.g. gfx90a."""
     major, minor, step = version // 10000, (version // 100) % 100, version % 100
     return f"gfx{major}{minor:x}{step:x}"
 
@@ -161,16 +195,24 @@ def probe_kfd(system: System) -> dict[str, Any] | None:
         version = props.get("gfx_target_version", 0)
         if not version:
             continue  # a CPU node
-        minor = props.get("drm_render_minor")
+        minor, loc = props.get("drm_render_minor"), props.get("location_id")
         render = f"/dev/dri/renderD{minor}" if minor is not None else None
         gpu = {"node": int(node) if node.isdigit() else node, "name": _attr(system, f"{KFD_TOPOLOGY}/{node}/name") or "",
-               "gfx": _gfx_name(version), "simd_count": props.get("simd_count"), "location_id": props.get("location_id"),
-               "domain": props.get("domain"), "render_node": render,
-               "render_node_present": bool(render and system.exists(render))}
+               "gfx": _gfx_name(version), "simd_count": props.get("simd_count"), "location_id": loc,
+               "domain": props.get("domain"), "bdf": _bdf(props.get("domain") or 0, loc) if loc is not None else None,
+               "render_node": render, "render_node_present": bool(render and system.exists(render))}
         if render and not gpu["render_node_present"]:
             info["blockers"].append(f"KFD node {node} names {render}, which does not exist")
+        elif render and err is None and _open_error(system, render) in (errno.EACCES, errno.EPERM):
+            info["blockers"].append(f"cannot open {render}: add yourself to the render and video groups "
+                                    "(sudo usermod -aG render,video $USER) and log in again")
         info["gpus"].append(gpu)
     return info
+
+
+def _bdf(domain: int, location_id: int) -> str:
+    """PCI address from KFD's domain and location_id (bus << 8 | device << 3 | function)."""
+    return f"{domain:04x}:{location_id >> 8:02x}:{(location_id >> 3) & 0x1f:02x}.{location_id & 7}"
 
 
 def probe_nvidia(system: System) -> dict[str, Any] | None:
@@ -179,9 +221,14 @@ def probe_nvidia(system: System) -> dict[str, Any] | None:
     if not nodes:
         return None
     version = _attr(system, "/proc/driver/nvidia/version")
+    blockers = []
+    for name in ("nvidiactl", "nvidia-uvm"):
+        if name in nodes and _open_error(system, f"/dev/{name}") in (errno.EACCES, errno.EPERM):
+            blockers.append(f"cannot open /dev/{name}: join the group that owns it (often video) or fix its mode "
+                            "(nvidia module option NVreg_DeviceFileMode)")
     return {"nvidiactl": "nvidiactl" in nodes, "uvm": "nvidia-uvm" in nodes,
             "gpus": sorted(n for n in nodes if n[6:].isdigit()),
-            "driver_version": version.splitlines()[0] if version else None}
+            "driver_version": version.splitlines()[0] if version else None, "blockers": blockers}
 
 
 def probe_kgsl(system: System) -> dict[str, Any] | None:
@@ -211,20 +258,33 @@ def probe_usb(system: System) -> list[dict[str, Any]]:
             if err in (errno.EACCES, errno.EPERM):
                 dev["blockers"].append(f"cannot open {node}: add a udev rule granting your user access to "
                                        "174c:2463/2464, or run as root")
-            elif err is not None and err != errno.ENOENT:
+            elif err == errno.ENOENT:
+                dev["blockers"].append(f"{node} does not exist: USB device nodes are not available here "
+                                       "(in a container, pass /dev/bus/usb through)")
+            elif err is not None:
                 dev["blockers"].append(f"cannot open {node}: {os.strerror(err)}")
         out.append(dev)
     return out
 
 
 def probe(system: System) -> dict[str, Any]:
-    """The whole report as a dict (the --json output)."""
+    """The whole report as a dict (the --json output); never raises for a missing or unreadable file."""
     kfd, nvidia = probe_kfd(system), probe_nvidia(system)
     report = {"schema": SCHEMA, "pci": probe_pci(system, kfd is not None, nvidia), "kfd": kfd, "nvidia": nvidia,
               "kgsl": probe_kgsl(system), "usb": probe_usb(system)}
-    gpus = [d for d in report["pci"] if d["path"]] + report["usb"] + ([report["kgsl"]] if report["kgsl"] else [])
-    report["summary"] = {"devices": len(gpus), "usable": sum(1 for d in gpus if not d["blockers"]),
-                         "found_any": bool(gpus or kfd or nvidia), "pci_scanned": len(_listdir(system, PCI_ROOT))}
+    kfd_gpus = (kfd or {}).get("gpus", [])
+    node_blockers = {"AMD (KFD)": (kfd or {}).get("blockers"), "NV (RM/UVM)": (nvidia or {}).get("blockers")}
+    ready = []  # one entry per device some driver path would handle: whether nothing blocks it
+    for d in report["pci"]:
+        d["gfx"] = next((g["gfx"] for g in kfd_gpus if g["bdf"] == d["bdf"]), None)
+        if d["path"]:
+            ready.append(not d["blockers"] and not node_blockers.get(d["path"]))
+    pci_bdfs = {d["bdf"] for d in report["pci"]}
+    # KFD GPUs whose PCI device sysfs did not show (a container with only /dev/kfd passed through) count too
+    ready += [not kfd["blockers"] for g in kfd_gpus if g["bdf"] not in pci_bdfs]
+    ready += [not d["blockers"] for d in report["usb"] + ([report["kgsl"]] if report["kgsl"] else [])]
+    report["summary"] = {"devices": len(ready), "usable": sum(ready), "found_any": bool(ready or kfd or nvidia),
+                         "pci_scanned": len(_listdir(system, PCI_ROOT))}
     return report
 
 
@@ -232,37 +292,50 @@ NOTHING = ("No GPU found: no PCI display device with a driver path, /dev/kfd, /d
            "ASM2464 USB bridge on this machine. Later versions run the emulated devices here (BAREGPU_EMULATE=1).")
 
 
+def _id(value: int | None) -> str:
+    return "unknown" if value is None else f"{value:04x}"
+
+
+def _blocked(blockers: list[str] | None) -> list[str]:
+    return [f"    blocked: {b}" for b in blockers or []]
+
+
 def render(report: dict[str, Any]) -> str:
-    """The report as text for a person."""
+    """The report as text for a person: one block per device, each blocker on its own "blocked:" line."""
     lines = []
     for d in report["pci"]:
-        bars = ", ".join(f"BAR{b['index']} {_size_text(b['size'])}" for b in d["bars"] or []) or "unknown"
-        lines.append(f"PCI {d['bdf']}  {d['vendor']} {d['vendor_id'] or 0:04x}:{d['device_id'] or 0:04x}  "
-                     f"kernel driver: {d['kernel_driver'] or 'none'}")
-        lines.append(f"    BARs: {bars}; IOMMU group: {d['iommu_group'] or 'none'}")
-        lines.append(f"    driver path: {d['path'] or 'none'}")
-        lines += [f"    blocked: {b}" for b in d["blockers"]]
+        bars = ", ".join(f"BAR{b['index']} {_size_text(b['size'])}" for b in d["bars"]) if d["bars"] else "unknown"
+        lines.append(f"PCI {d['bdf']}  {d['vendor']} {_id(d['vendor_id'])}:{_id(d['device_id'])}"
+                     + (f"  {d['gfx']}" if d["gfx"] else ""))
+        lines.append(f"    kernel driver: {d['kernel_driver'] or 'none'}; IOMMU group: {d['iommu_group'] or 'none'}")
+        lines.append(f"    BARs:          {bars}")
+        lines.append(f"    driver path:   {d['path'] or 'no driver path (unsupported vendor)'}")
+        lines += _blocked(d["blockers"])
     kfd = report["kfd"]
     if kfd:
         lines.append(f"/dev/kfd  {'opens' if kfd['openable'] else 'does not open'}; {len(kfd['gpus'])} GPU node(s)")
         for g in kfd["gpus"]:
-            lines.append(f"    node {g['node']}: {g['gfx']} {g['name']}  {g['simd_count']} SIMDs, render node "
-                         f"{g['render_node'] or 'none'}{'' if g['render_node_present'] else ' (missing)'}")
-        lines += [f"    blocked: {b}" for b in kfd["blockers"]]
+            name = f" {g['name']}" if g["name"] and g["name"] != g["gfx"] else ""
+            lines.append(f"    node {g['node']}: {g['gfx']}{name} at {g['bdf'] or 'unknown'}, {g['simd_count']} SIMDs, "
+                         f"{g['render_node'] or 'no render node'}{'' if g['render_node_present'] else ' (missing)'}")
+        lines += _blocked(kfd["blockers"])
     nv = report["nvidia"]
     if nv:
         lines.append(f"NVIDIA device nodes: {', '.join(nv['gpus']) or 'no GPU nodes'}; nvidiactl "
                      f"{'present' if nv['nvidiactl'] else 'missing'}, nvidia-uvm {'present' if nv['uvm'] else 'missing'}")
         if nv["driver_version"]:
             lines.append(f"    {nv['driver_version']}")
+        lines += _blocked(nv["blockers"])
     if report["kgsl"]:
         k = report["kgsl"]
-        lines.append(f"/dev/kgsl-3d0  Adreno {k['gpu_model'] or '(model unknown)'}  driver path: {k['path']}")
-        lines += [f"    blocked: {b}" for b in k["blockers"]]
+        lines.append(f"/dev/kgsl-3d0  Adreno {k['gpu_model'] or '(model unknown)'}")
+        lines.append(f"    driver path:   {k['path']}")
+        lines += _blocked(k["blockers"])
     for u in report["usb"]:
-        lines.append(f"USB {u['sysfs']}  ASMedia {u['vendor_id']:04x}:{u['product_id']:04x} {u['product'] or ''}  "
-                     f"driver path: {u['path']}")
-        lines += [f"    blocked: {b}" for b in u["blockers"]]
+        where = f"bus {u['bus']} device {u['device']}" if u["bus"] is not None else "bus unknown"
+        lines.append(f"USB {u['sysfs']}  ASMedia {_id(u['vendor_id'])}:{_id(u['product_id'])} {u['product'] or ''}  ({where})")
+        lines.append(f"    driver path:   {u['path']}")
+        lines += _blocked(u["blockers"])
     s = report["summary"]
     if not s["found_any"]:
         if not report["pci"]:
@@ -274,7 +347,7 @@ def render(report: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None, system: System | None = None) -> int:
-    """Entry point: print the report; exit 0 whenever the probe itself ran."""
+    """Entry point: print the report; exit 0 whenever the probe itself ran (blocked devices included)."""
     ap = argparse.ArgumentParser(prog="python -m tools.gpu_probe", description=__doc__.split("\n\n")[0])
     ap.add_argument("--json", action="store_true", help="print the report as JSON")
     args = ap.parse_args(argv)

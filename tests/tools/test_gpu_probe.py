@@ -32,6 +32,11 @@ def pci_device(system: EmulatedSystem, bdf: str, vendor: int, device: int, drive
         system.add_link(f"{base}/iommu_group", f"../../../kernel/iommu_groups/{iommu}")
 
 
+def forbidden(flags: int) -> NodeHandler:
+    """A device node opener for a node this user may not open."""
+    raise OSCallError(errno.EACCES, "permission denied")
+
+
 def kfd_topology(system: EmulatedSystem, gfx_version: int = 110000, render_minor: int = 128) -> None:
     root = "/sys/class/kfd/kfd/topology/nodes"
     system.add_file(f"{root}/0/name", "\n")
@@ -127,20 +132,20 @@ def test_asm2464_bridge_is_listed_and_permission_problems_explained():
     for attr, val in (("idVendor", "174c"), ("idProduct", "2464"), ("product", "ASM2464PD"), ("busnum", "2"),
                       ("devnum", "3")):
         s.add_file(f"{base}/{attr}", val + "\n")
-
-    def forbidden(flags):
-        raise OSCallError(errno.EACCES, "permission denied")
+    s.add_file("/sys/bus/usb/devices/1-1/idVendor", "1d6b\n")  # a hub: not a bridge
     s.add_node("/dev/bus/usb/002/003", forbidden)
     (usb,) = probe(s)["usb"]
     assert usb["path"] == "USB (ASM2464 bridge) -> AM" and (usb["bus"], usb["device"]) == (2, 3)
     assert "udev rule" in usb["blockers"][0]
+    s.add_node("/dev/bus/usb/002/003", lambda flags: NodeHandler())
+    report = probe(s)
+    assert report["usb"][0]["blockers"] == [] and "USB (ASM2464 bridge) -> AM" in render(report)
+    del s.nodes["/dev/bus/usb/002/003"]
+    assert "pass /dev/bus/usb through" in probe(s)["usb"][0]["blockers"][0]
 
 
 def test_unopenable_kfd_says_which_groups_to_join():
     s = EmulatedSystem()
-
-    def forbidden(flags):
-        raise OSCallError(errno.EACCES, "permission denied")
     s.add_node("/dev/kfd", forbidden)
     kfd_topology(s)
     kfd = probe(s)["kfd"]
@@ -162,4 +167,120 @@ def test_unreadable_attributes_do_not_crash_the_probe():
     (card,) = probe(s)["pci"]
     assert card["bars"] is None and card["device_id"] is None
     assert any("BARs could not be read" in b for b in card["blockers"])
-    assert "BARs: unknown" in render(probe(s))
+    text = render(probe(s))
+    assert "AMD 1002:unknown" in text and "BARs:          unknown" in text
+
+
+def test_sysfs_laid_out_as_on_linux_with_device_links():
+    # /sys/bus/pci/devices/* are links into /sys/devices; the driver and iommu_group links live behind them
+    s = EmulatedSystem()
+    real = f"/sys/devices/pci0000:00/0000:00:01.1/{AMD_BDF}"
+    s.add_link(f"/sys/bus/pci/devices/{AMD_BDF}", f"../../../devices/pci0000:00/0000:00:01.1/{AMD_BDF}")
+    pci_device(s, AMD_BDF, 0x1002, 0x744C, None, 16 << 30)
+    for name in ("vendor", "device", "class", "resource"):
+        s.add_file(f"{real}/{name}", s.files.pop(f"/sys/bus/pci/devices/{AMD_BDF}/{name}"))
+    s.links.pop(f"/sys/bus/pci/devices/{AMD_BDF}/iommu_group")
+    s.add_link(f"{real}/driver", "../../../../bus/pci/drivers/amdgpu")
+    s.add_link(f"{real}/iommu_group", "../../../../kernel/iommu_groups/17")
+    (card,) = probe(s)["pci"]
+    assert (card["kernel_driver"], card["iommu_group"], card["bars"][0]["size"]) == ("amdgpu", "17", 16 << 30)
+
+
+def test_amd_card_on_vfio_needs_a_usable_iommu_group():
+    s = EmulatedSystem()
+    pci_device(s, AMD_BDF, 0x1002, 0x744C, "vfio-pci", 16 << 30)
+    s.add_link("/sys/kernel/iommu_groups/17/devices/" + AMD_BDF, f"../../../../devices/pci0000:00/{AMD_BDF}")
+    s.add_node("/dev/vfio/17", lambda flags: NodeHandler())
+    (card,) = probe(s)["pci"]
+    assert card["path"] == "AM (no kernel driver)" and card["blockers"] == []
+    # the audio function shares the group but is still bound to a host driver, and the group node is root-only
+    s.add_link("/sys/kernel/iommu_groups/17/devices/0000:03:00.1", "../../../../devices/pci0000:00/0000:03:00.1")
+    s.add_link("/sys/bus/pci/devices/0000:03:00.1/driver", "../../../bus/pci/drivers/snd_hda_intel")
+    s.add_node("/dev/vfio/17", forbidden)
+    (card,) = probe(s)["pci"]
+    assert "0000:03:00.1, bound to snd_hda_intel" in card["blockers"][0]
+    assert "cannot open /dev/vfio/17" in card["blockers"][1]
+    s2 = EmulatedSystem()
+    pci_device(s2, AMD_BDF, 0x1002, 0x744C, "vfio-pci", 16 << 30, iommu=None)
+    assert "no IOMMU group" in probe(s2)["pci"][0]["blockers"][0]
+
+
+def test_unbound_amd_card_whose_bars_only_root_may_map():
+    s = EmulatedSystem()
+    pci_device(s, AMD_BDF, 0x1002, 0x744C, None, 16 << 30)
+    s.add_node(f"/sys/bus/pci/devices/{AMD_BDF}/resource0", forbidden)
+    (card,) = probe(s)["pci"]
+    assert card["path"] == "AM (no kernel driver)" and card["blockers"] == [
+        "cannot open its BAR0 (sysfs resource0): run as root, or bind the card to vfio-pci"]
+
+
+def test_amd_card_bound_to_another_driver_says_how_to_unbind():
+    s = EmulatedSystem()
+    pci_device(s, AMD_BDF, 0x1002, 0x744C, "radeon", 16 << 30)
+    assert probe(s)["pci"][0]["blockers"] == [f"bound to radeon: unbind it (echo {AMD_BDF} > "
+                                              "/sys/bus/pci/drivers/radeon/unbind)"]
+
+
+def test_kfd_render_node_permissions_block_the_card(amd_kfd_machine):
+    amd_kfd_machine.add_node("/dev/dri/renderD128", forbidden)
+    report = probe(amd_kfd_machine)
+    assert report["kfd"]["openable"] and "render and video groups" in report["kfd"]["blockers"][0]
+    assert report["summary"]["usable"] == 0 and "blocked: cannot open /dev/dri/renderD128" in render(report)
+
+
+def test_kfd_gpu_without_a_visible_pci_device_is_still_counted():
+    s = EmulatedSystem()
+    s.add_node("/dev/kfd", lambda flags: NodeHandler())
+    s.add_node("/dev/dri/renderD128", lambda flags: NodeHandler())
+    kfd_topology(s)
+    report = probe(s)
+    assert report["kfd"]["gpus"][0]["bdf"] == AMD_BDF  # location_id 768 is bus 3, device 0, function 0
+    assert report["summary"]["devices"] == 1 and report["summary"]["usable"] == 1
+
+
+def test_unsupported_display_device_has_no_driver_path_and_is_not_a_gpu():
+    s = EmulatedSystem()
+    pci_device(s, "0000:00:02.0", 0x1234, 0x1111, None, 16 << 20)
+    pci_device(s, "0000:00:03.0", 0x1AF4, 0x1000, "virtio-pci", 16 << 20, cls=0x020000)  # a NIC: not listed
+    report = probe(s)
+    (card,) = report["pci"]
+    assert card["path"] is None and card["blockers"] == [] and card["vendor"] == "QEMU"
+    text = render(report)
+    assert "no driver path (unsupported vendor)" in text and "No GPU found" in text
+
+
+def test_nvidia_device_node_permissions():
+    s = EmulatedSystem()
+    pci_device(s, "0000:01:00.0", 0x10DE, 0x2330, "nvidia", 64 << 30)
+    s.add_node("/dev/nvidiactl", forbidden)
+    s.add_node("/dev/nvidia-uvm", lambda flags: NodeHandler())
+    report = probe(s)
+    assert report["pci"][0]["blockers"] == [] and "cannot open /dev/nvidiactl" in report["nvidia"]["blockers"][0]
+    assert report["summary"]["usable"] == 0
+
+
+def test_kgsl_is_reported_with_its_model():
+    s = EmulatedSystem()
+    s.add_node("/dev/kgsl-3d0", lambda flags: NodeHandler())
+    s.add_file("/sys/class/kgsl/kgsl-3d0/gpu_model", "Adreno630v2\n")
+    report = probe(s)
+    assert report["kgsl"] == {"gpu_model": "Adreno630v2", "path": "QCOM (kgsl)", "blockers": []}
+    assert "QCOM (kgsl)" in render(report) and report["summary"]["usable"] == 1
+
+
+def test_nvidia_card_without_the_nvidia_module():
+    s = EmulatedSystem()
+    pci_device(s, "0000:01:00.0", 0x10DE, 0x2330, None, 64 << 30, cls=0x030200)
+    pci_device(s, "0000:02:00.0", 0x10DE, 0x2330, "vfio-pci", 64 << 30, cls=0x030200)
+    unbound, vfio = probe(s)["pci"]
+    assert unbound["blockers"] == ["no kernel driver is bound: load NVIDIA's open kernel module (modprobe nvidia)"]
+    assert "unbind it (echo 0000:02:00.0 > /sys/bus/pci/drivers/vfio-pci/unbind)" in vfio["blockers"][0]
+
+
+def test_mi300_style_accelerator_class_is_listed_and_json_is_stable(amd_kfd_machine, capsys):
+    pci_device(amd_kfd_machine, "0000:c1:00.0", 0x1002, 0x74A1, "amdgpu", 256 << 30, cls=0x120000)
+    assert main(["--json"], system=amd_kfd_machine) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [d["bdf"] for d in report["pci"]] == [AMD_BDF, "0000:c1:00.0"]
+    assert [d["gfx"] for d in report["pci"]] == ["gfx1100", None]
+    assert list(report) == ["schema", "pci", "kfd", "nvidia", "kgsl", "usb", "summary"]
