@@ -270,6 +270,32 @@ class KFDDevice(Device):
         self._buffers[va] = buf
         return buf
 
+    def map_host(self, host_addr: int, size: int) -> Buffer:
+        """Make existing host memory (page-aligned, e.g. a numpy array's pages) GPU-accessible without a copy
+        (KFD userptr). The buffer's GPU address differs from host_addr; its CPU view is the memory itself."""
+        self.check()
+        if host_addr % PAGE_SIZE or size <= 0:
+            raise ValueError(f"{self.name}: map_host needs a page-aligned address and a positive size, got "
+                             f"{host_addr:#x} and {size}")
+        rounded = -(-size // PAGE_SIZE) * PAGE_SIZE
+        va = self.heap.alloc(rounded)
+        args = kfd.struct_kfd_ioctl_alloc_memory_of_gpu_args(
+            va_addr=va, size=rounded, gpu_id=self.node.gpu_id, mmap_offset=host_addr,
+            flags=kfd.KFD_IOC_ALLOC_MEM_FLAGS_USERPTR | kfd.KFD_IOC_ALLOC_MEM_FLAGS_WRITABLE)
+        try:
+            self._ioctl("ALLOC_MEMORY_OF_GPU", kfd.AMDKFD_IOC_ALLOC_MEMORY_OF_GPU, args)
+        except KFDError:
+            self.heap.free(va)
+            raise
+        try:
+            self._map_to_gpu(args.handle, True)
+        except BaseException:
+            self._release_bo(args.handle, va, rounded, mapped=False)
+            raise
+        buf = Buffer(va, size, self, MemFlags.HOST_VISIBLE, host_addr=host_addr, meta=args.handle)
+        self._buffers[va] = buf
+        return buf
+
     def _map_to_gpu(self, handle: int, map_it: bool) -> None:
         ids = (ctypes.c_uint32 * 1)(self.node.gpu_id)
         cls = kfd.struct_kfd_ioctl_map_memory_to_gpu_args if map_it else kfd.struct_kfd_ioctl_unmap_memory_from_gpu_args

@@ -37,6 +37,9 @@ _libc = ctypes.CDLL(None, use_errno=True)
 _libc.mmap.restype = ctypes.c_void_p
 _libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
 _libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+for _fn in (_libc.process_vm_readv, _libc.process_vm_writev):
+    _fn.restype = ctypes.c_ssize_t
+    _fn.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_ulong, ctypes.c_void_p, ctypes.c_ulong, ctypes.c_ulong]
 
 
 GPU_CLOCK_HZ = 100_000_000  # gfx11/gfx12 timestamps count a 100 MHz reference clock
@@ -75,12 +78,18 @@ class Queue:
     last_wptr: int = 0
 
 
+class _IOVec(ctypes.Structure):
+    _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
+
+
 class Memory:
-    """The buffer objects mapped into this process, for access checks."""
+    """The buffer objects mapped into this process, for access checks; userptr ranges live in the driver's
+    process and are reached with process_vm_readv/writev, as a GPU reaches user pages by DMA."""
 
     def __init__(self, pools: dict[str, int]):
         self.pools = pools
         self.ranges: dict[int, int] = {}  # va -> size
+        self.userptr: dict[int, tuple[int, int, int]] = {}  # va -> (size, host address, pid)
         self.poisoned: list[tuple[int, int]] = []  # fault injection: ranges that fault although mapped
 
     def map(self, va: int, size: int, pool: str, off: int) -> None:
@@ -93,6 +102,35 @@ class Memory:
         size = self.ranges.pop(va, None)
         if size:
             _libc.munmap(va, size)
+
+    def _user(self, va: int, size: int) -> tuple[int, int] | None:
+        for start, (n, host, pid) in self.userptr.items():
+            if start <= va and va + size <= start + n:
+                return host + (va - start), pid
+        return None
+
+    def _vm(self, fn: Any, pid: int, local: int, remote: int, size: int, what: str) -> None:
+        lo, ro = _IOVec(local, size), _IOVec(remote, size)
+        if fn(pid, ctypes.byref(lo), 1, ctypes.byref(ro), 1, 0) != size:
+            raise Fault("page fault", f"{what}: user pages at {remote:#x} of process {pid} are not accessible "
+                        f"(errno {ctypes.get_errno()})", remote)
+
+    def read(self, va: int, size: int, what: str) -> bytes:
+        """Bytes at a GPU address, wherever they live."""
+        user = self._user(va, size)
+        if user is None:
+            return ctypes.string_at(self.check(va, size, what), size)
+        buf = ctypes.create_string_buffer(size)
+        self._vm(_libc.process_vm_readv, user[1], ctypes.addressof(buf), user[0], size, what)
+        return buf.raw
+
+    def write(self, va: int, data: bytes, what: str) -> None:
+        user = self._user(va, len(data))
+        if user is None:
+            ctypes.memmove(self.check(va, len(data), what), data, len(data))
+            return
+        buf = ctypes.create_string_buffer(data, len(data))
+        self._vm(_libc.process_vm_writev, user[1], ctypes.addressof(buf), user[0], len(data), what)
 
     def check(self, va: int, size: int, what: str) -> int:
         for start, n in self.poisoned:
@@ -153,7 +191,10 @@ class CommandProcessor:
         op = msg["op"]
         if op == "map":
             self.mem.map(msg["va"], msg["size"], msg["pool"], msg["off"])
+        elif op == "userptr":
+            self.mem.userptr[msg["va"]] = (msg["size"], msg["host"], msg["pid"])
         elif op == "unmap":
+            self.mem.userptr.pop(msg["va"], None)
             self.mem.unmap(msg["va"])
             self.programs.pop(msg["va"], None)
         elif op == "queue":
@@ -356,8 +397,11 @@ class CommandProcessor:
                 self.count(f"sdma.{SDMA_NAMES.get(op, hex(op))}")
             if op == sd.SDMA_OP_COPY:
                 size, src, dst = (w[1] & 0x3FFFFFFF) + 1, w[3] | w[4] << 32, w[5] | w[6] << 32
-                ctypes.memmove(self.mem.check(dst, size, "COPY_LINEAR destination"),
-                               self.mem.check(src, size, "COPY_LINEAR source"), size)
+                if self.mem._user(src, size) or self.mem._user(dst, size):
+                    self.mem.write(dst, self.mem.read(src, size, "COPY_LINEAR source"), "COPY_LINEAR destination")
+                else:
+                    ctypes.memmove(self.mem.check(dst, size, "COPY_LINEAR destination"),
+                                   self.mem.check(src, size, "COPY_LINEAR source"), size)
                 self.count("bytes_copied", size)
             elif op == sd.SDMA_OP_FENCE:
                 self.mem.put32(w[1] | w[2] << 32, w[3])

@@ -30,6 +30,7 @@ PAGE = _mmap.PAGESIZE
 DOORBELL_PAGE = 0x2000  # one doorbell page per GPU, 8-byte doorbells
 DOORBELL_MMAP_BASE = 0x40000000  # where /dev/kfd mmap offsets for doorbell pages start in this emulator
 CP_TIMEOUT_S = 10.0
+PR_SET_PTRACER = 0x59616D61  # linux/prctl.h
 GC_BASES = (0x00001260, 0x0000A000, 0x0001C000, 0x02402C00)  # beige_goby_ip_offset.h GC_BASE, as gfx11 reports it
 TOPOLOGY = "/sys/class/kfd/kfd/topology/nodes"
 # gfx target -> (gfx_target_version, SIMD count, VRAM bytes), shaped like a real board of that family
@@ -171,11 +172,16 @@ class EmulatedKFD:
         return self._cp
 
     def _cp_map(self, bo: "BO") -> None:
-        if self._cp is not None and bo.pool is not None:
+        if self._cp is None:
+            return
+        if bo.pool is not None:
             self._cp.call(op="map", va=bo.va, size=bo.size, pool=bo.pool.name, off=bo.pool_off)
+        elif bo.flags & kfd.KFD_IOC_ALLOC_MEM_FLAGS_USERPTR:
+            # The GPU reaches user pages by DMA; the emulated GPU reads and writes this process's memory.
+            self._cp.call(op="userptr", va=bo.va, size=bo.size, host=bo.mmap_offset, pid=os.getpid())
 
     def _cp_unmap(self, bo: "BO") -> None:
-        if self._cp is not None and bo.pool is not None:
+        if self._cp is not None and (bo.pool is not None or bo.flags & kfd.KFD_IOC_ALLOC_MEM_FLAGS_USERPTR):
             self._cp.call(op="unmap", va=bo.va)
 
     def on_interrupt(self, ctxid: int) -> None:
@@ -514,6 +520,7 @@ class CPLink:
         env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
         self.proc = subprocess.Popen(args, pass_fds=fds, env=env)
         child.close()
+        _libc.prctl(PR_SET_PTRACER, self.proc.pid, 0, 0, 0)  # userptr DMA: the CP may access this process's pages
         self.sock = parent
         self._seq = itertools.count(1)
         self._acks: dict[int, dict[str, Any]] = {}

@@ -192,9 +192,12 @@ def test_profiling_brackets_execs_and_copies(device, tmp_path):
     prog = compile_for(device, k, KernelCache(tmp_path))
     a, b = host_buf(device, 4096), host_buf(device, 4096)
     device.profiling = True
+    ran = device.next_timeline_value()
     device.compute_queue().exec(prog, prog.pack_args(a.va), (1, 1, 1), (1, 1, 1)).signal(
+        device.timeline, ran).submit(device)
+    # The copy reads what the kernel wrote, so it waits for it; the two queues are otherwise unordered.
+    device.copy_queue().wait(device.timeline, ran).copy(b.va, a.va, 4096).signal(
         device.timeline, device.next_timeline_value()).submit(device)
-    device.copy_queue().copy(b.va, a.va, 4096).signal(device.timeline, device.next_timeline_value()).submit(device)
     device.profiling = False
     events = device.profile()
     assert [e[0] for e in events] == ["exec touch", "copy 4096 bytes"]

@@ -108,3 +108,28 @@ def test_alloc_before_acquire_vm_is_refused(system):
     with pytest.raises(OSCallError, match="before ACQUIRE_VM"):
         system.ioctl(fd, kfd.AMDKFD_IOC_ALLOC_MEMORY_OF_GPU, args)
     system.close(fd)
+
+
+def test_userptr_host_memory_is_copied_by_the_gpu_without_staging(system):
+    import mmap as _mmap
+    d = KFDDevice(0, system)
+    try:
+        host = _mmap.mmap(-1, 8192)  # page-aligned host memory, as a numpy array's pages would be
+        host_addr = ctypes.addressof(ctypes.c_char.from_buffer(host))
+        host[:8192] = bytes(range(256)) * 32
+        up = d.map_host(host_addr, 8192)
+        assert up.va != host_addr and bytes(up.cpu_view()[:4]) == bytes(range(4))
+        vram = d.alloc(8192, MemFlags.DEVICE_LOCAL | MemFlags.HOST_VISIBLE)
+        d.copy_queue().copy(vram.va, up.va, 8192).signal(d.timeline, d.next_timeline_value()).submit(d)
+        d.synchronize(timeout=10)
+        assert bytes(vram.cpu_view()) == bytes(range(256)) * 32
+        vram.cpu_view()[:4] = b"back"
+        d.copy_queue().copy(up.va + 4096, vram.va, 4).signal(d.timeline, d.next_timeline_value()).submit(d)
+        d.synchronize(timeout=10)
+        assert host[4096:4100] == b"back", "the GPU wrote the host's own pages"
+        d.free(up)
+        del up
+        with pytest.raises(ValueError, match="page-aligned"):
+            d.map_host(4097, 10)
+    finally:
+        d.close()
