@@ -60,7 +60,7 @@ class HWQueue(ABC):
         self.streams: dict[str, array] = {"cmd": array("I")}
         self.patches: list[Patch] = []
         self.vars: set[str] = set()
-        self._ops: list[str] = []  # a short log of what was built, for errors and traces
+        self._ops: list[tuple] = []  # what was built (name, args), formatted only when an error names it
         self.staged: list[tuple[str, bytes]] = []  # kernel-argument blocks staged at each submit
         self.timeline_value: Value | None = None  # what this queue signals on its device's timeline
         self.profiled: list[tuple[str, Any, Any]] = []
@@ -194,17 +194,23 @@ class HWQueue(ABC):
             words.extend([0] * (bits // 32))
             return
         if not isinstance(v, int):
-            raise QueueBuildError(f"{self._ops[-1] if self._ops else 'queue'}: {v!r} is neither an int nor a Var")
+            raise QueueBuildError(f"{self._last_op()}: {v!r} is neither an int nor a Var")
         v >>= shift
         if not 0 <= v < 1 << bits:
-            raise QueueBuildError(f"{self._ops[-1] if self._ops else 'queue'}: {v:#x} does not fit {bits} bits")
+            raise QueueBuildError(f"{self._last_op()}: {v:#x} does not fit {bits} bits")
         words.extend([v & 0xFFFFFFFF] if bits == 32 else [v & 0xFFFFFFFF, v >> 32])
 
     def _words(self, ws: Iterable[int], stream: str = "cmd") -> None:
         self.streams.setdefault(stream, array("I")).extend(ws)
 
     def _op(self, name: str, *args: Any) -> None:
-        self._ops.append(f"{name}({', '.join(getattr(a, 'name', None) or repr(a) for a in args)})")
+        self._ops.append((name, args))
+
+    def _last_op(self) -> str:
+        if not self._ops:
+            return "queue"
+        name, args = self._ops[-1]
+        return f"{name}({', '.join(getattr(a, 'name', None) or repr(a) for a in args)})"
 
     @property
     def cmd(self) -> array:

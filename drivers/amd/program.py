@@ -28,6 +28,7 @@ class AMDProgram:
                              "holds address bits 39:8)")
         self.local_size = compiled.local_size
         self.device = device
+        self.dispatch_setup: dict[Any, Any] = {}  # the queue's encoded register block for this program, built once
 
     def pack_args(self, *values: int) -> bytes:
         return self.compiled.pack_args(*values)

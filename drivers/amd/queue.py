@@ -115,11 +115,28 @@ class AMDComputeQueue(HWQueue):
         if tuple(local_size) != tuple(program.local_size):
             raise QueueBuildError(f"exec({program.name}): built for local size {program.local_size}, launched with "
                                   f"{tuple(local_size)}")
-        regs, base, d = self.device.gc, self.device.gc_base, program.descriptor
+        regs, base = self.device.gc, self.device.gc_base
         kernargs = getattr(args, "va", args)
+        setup = program.dispatch_setup.get(self.family)
+        if setup is None:  # the registers a program fixes are encoded once: a submit only appends them
+            setup = program.dispatch_setup[self.family] = self._program_registers(program)
+        self._words(setup[0])
+        # The kernel-argument pointer is the first user SGPR pair: our kernels enable only that (no dispatch or
+        # queue pointer), which kernel_code_properties records.
+        self._packet(pm4.set_sh_reg(base + regs.regCOMPUTE_USER_DATA_0, [0, 0] if isinstance(kernargs, Var)
+                                    else [kernargs & 0xFFFFFFFF, kernargs >> 32], family=self.family),
+                     {2: (kernargs, 64, 0, False)})
+        gs = [0 if isinstance(g, Var) else g for g in global_size]
+        self._packet(pm4.dispatch_direct(*gs, setup[1], family=self.family),
+                     {pm4.DISPATCH_DIRECT_SIZE_WORD + i: (g, 32, 0, False) for i, g in enumerate(global_size)})
+
+    def _program_registers(self, program: Any) -> tuple[array, int]:
+        """SET_SH_REG packets for everything a program fixes (code address, resources, local size) and its
+        dispatch initiator."""
+        regs, base, d, out = self.device.gc, self.device.gc_base, program.descriptor, array("I")
 
         def sh(reg: int, *values: int) -> None:
-            self._words(pm4.set_sh_reg(base + reg, list(values), family=self.family))
+            out.extend(pm4.set_sh_reg(base + reg, list(values), family=self.family))
         sh(regs.regCOMPUTE_PGM_LO, (program.code_va >> 8) & 0xFFFFFFFF, program.code_va >> 40)
         sh(regs.regCOMPUTE_PGM_RSRC1, d.compute_pgm_rsrc1, d.compute_pgm_rsrc2)
         sh(regs.regCOMPUTE_PGM_RSRC3, d.compute_pgm_rsrc3)
@@ -127,19 +144,12 @@ class AMDComputeQueue(HWQueue):
         sh(regs.regCOMPUTE_RESOURCE_LIMITS, 0)
         sh(regs.regCOMPUTE_STATIC_THREAD_MGMT_SE0, 0xFFFFFFFF, 0xFFFFFFFF)
         sh(regs.regCOMPUTE_START_X, 0, 0, 0)
-        sh(regs.regCOMPUTE_NUM_THREAD_X, *local_size)
-        # The kernel-argument pointer is the first user SGPR pair: our kernels enable only that (no dispatch or
-        # queue pointer), which kernel_code_properties records.
-        self._packet(pm4.set_sh_reg(base + regs.regCOMPUTE_USER_DATA_0, [0, 0] if isinstance(kernargs, Var)
-                                    else [kernargs & 0xFFFFFFFF, kernargs >> 32], family=self.family),
-                     {2: (kernargs, 64, 0, False)})
+        sh(regs.regCOMPUTE_NUM_THREAD_X, *program.local_size)
         initiator = (regs.COMPUTE_DISPATCH_INITIATOR__COMPUTE_SHADER_EN_MASK |
                      regs.COMPUTE_DISPATCH_INITIATOR__FORCE_START_AT_000_MASK |
                      regs.COMPUTE_DISPATCH_INITIATOR__ORDER_MODE_MASK |
                      (regs.COMPUTE_DISPATCH_INITIATOR__CS_W32_EN_MASK if d.wave32 else 0))
-        gs = [0 if isinstance(g, Var) else g for g in global_size]
-        self._packet(pm4.dispatch_direct(*gs, initiator, family=self.family),
-                     {pm4.DISPATCH_DIRECT_SIZE_WORD + i: (g, 32, 0, False) for i, g in enumerate(global_size)})
+        return out, initiator
 
     def _encode_copy(self, dst: Value, src: Value, size: int) -> None:
         raise QueueBuildError("copies on AMD go on the copy queue (SDMA): use device.copy_queue()")
