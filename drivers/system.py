@@ -38,6 +38,8 @@ class System(ABC):
 
     # Where device locks live for devices reached through this system (see drivers/lock.py).
     lock_dir: str | None = None
+    # True when the hardware behind this system is emulated: kernels then carry their host build (compiler).
+    emulated: bool = False
 
     # -- files and device nodes --
     @abstractmethod

@@ -67,6 +67,8 @@ class Call:
 class EmulatedSystem(System):
     """A `System` whose files, links and device nodes are registered by emulated hardware; records every call."""
 
+    emulated = True
+
     def __init__(self, lock_dir: str | None = None):
         self.lock_dir = lock_dir
         self.files: dict[str, bytes] = {}

@@ -6,7 +6,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
 
-from hcq.errors import HCQError
+from hcq.errors import DeviceClosedError, HCQError
 from hcq.signal import HangReport, QueueState, Signal
 
 
@@ -48,6 +48,7 @@ class Device(ABC):
         self._timeline: Signal | None = None
         self._kernargs: Any = None
         self.profile_log: list[tuple[str, Signal, Signal]] = []
+        self.closed = False  # set by a driver's close(): later calls raise instead of touching unmapped memory
 
     # --- timeline ---
     @property
@@ -104,7 +105,9 @@ class Device(ABC):
             self.fault = fault
 
     def check(self) -> None:
-        """Raise DeviceFaultError if the device is in a fault state."""
+        """Raise DeviceClosedError after close(), DeviceFaultError if the device is in a fault state."""
+        if self.closed:
+            raise DeviceClosedError(f"{self.name} is closed; open the device again to use it")
         if self.fault is not None:
             raise DeviceFaultError(self.name, self.fault)
 

@@ -12,3 +12,7 @@ class OutOfMemoryError(HCQError, MemoryError):
 
 class InvalidHandleError(HCQError):
     """A freed or unknown handle (buffer, address, signal) was used; nothing was changed."""
+
+
+class DeviceClosedError(HCQError):
+    """The device was closed; its memory, signals and queues are gone. Open it again to use it."""

@@ -366,6 +366,7 @@ class KFDDevice(Device):
         if self._window:
             self.system.munmap(self._window, VA_WINDOW)
             self._window = 0
+        self.closed = True
         self.lock.release()
 
     def __enter__(self) -> "KFDDevice":

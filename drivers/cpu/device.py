@@ -112,6 +112,7 @@ class CPUDevice(Device):
         if self._closed:
             return
         self._closed = True
+        self.closed = True
         for e in self._engines.values():
             e.stop()
         self.system.munmap(self._arena, self._arena_size)

@@ -1,0 +1,386 @@
+"""Kernel IR for scheduled work: elementwise, reduction and tiled matmul kernels over fused expressions.
+
+A kernel computes one node. Everything under it that is not a realized buffer (elementwise ops, constants and
+movement ops) is evaluated inline at the index the kernel needs, so views never copy and chains of elementwise
+ops fuse into the loads of whatever kernel consumes them. Realized buffers are contiguous and row-major.
+
+numpy semantics the expressions keep: maximum/minimum/max propagate NaN; relu(NaN) is NaN; bool is stored
+as int32 0/1; integer sums stay int32 (numpy would widen to int64).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from compiler import ir
+from tensor import dtypes
+from tensor.lazy import LazyNode, prod, walk
+
+EWISE_LOCAL = 64  # threads per workgroup for elementwise kernels
+REDUCE_LOCAL = 64  # threads that share one output of a reduction (a power of two: tree reduction)
+SERIAL_REDUCE = 32  # reductions of fewer elements than this run one thread per output
+TILE = 16  # matmul tile edge: (TILE, TILE) threads, two TILE x TILE tiles in local memory
+
+LOG2E, LN2, HALF_PI = 1.4426950408889634, 0.6931471805599453, math.pi / 2
+
+
+def cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def _c(v: int) -> ir.Expr:
+    return ir.Const(int(v), ir.i32)
+
+
+def _add(a: ir.Expr, b: int | ir.Expr) -> ir.Expr:
+    if isinstance(b, int):
+        return a if b == 0 else a + b
+    return b if isinstance(a, ir.Const) and a.value == 0 else a + b
+
+
+def _mul(a: ir.Expr, c: int) -> ir.Expr:
+    return _c(0) if c == 0 else a if c == 1 else a * c
+
+
+def strides(shape: tuple[int, ...]) -> tuple[int, ...]:
+    out, acc = [], 1
+    for d in reversed(shape):
+        out.append(acc)
+        acc *= d
+    return tuple(reversed(out))
+
+
+def linear(idx: tuple[ir.Expr, ...], shape: tuple[int, ...]) -> ir.Expr:
+    """Row-major offset of a multi-index; size-1 axes contribute nothing."""
+    out: ir.Expr = _c(0)
+    for i, s, n in zip(idx, strides(shape), shape):
+        if n != 1:
+            out = _add(out, _mul(i, s))
+    return out
+
+
+def unravel(flat: ir.Expr, shape: tuple[int, ...]) -> tuple[ir.Expr, ...]:
+    """The multi-index of a row-major offset (flat < prod(shape))."""
+    out = []
+    for s, n in zip(strides(shape), shape):
+        if n == 1:
+            out.append(_c(0))
+            continue
+        e = flat // s if s != 1 else flat
+        out.append(e % n if s * n < prod(shape) else e)  # the outermost axis needs no modulo
+    return tuple(out)
+
+
+class Builder:
+    """Evaluates lazy nodes into IR expressions inside one kernel under construction."""
+
+    def __init__(self, k: ir.Kernel, root: LazyNode):
+        self.k = k
+        self.inputs: list[LazyNode] = []
+        self._mems: dict[int, ir.Memory] = {}
+        self._memo: dict[tuple, ir.Expr] = {}
+        inside = walk([root], stop=lambda n: n is not root and n.kind in ("buffer", "reduce", "matmul"))
+        self._uses: dict[int, int] = {}
+        for n in inside:
+            if n is root and n.kind in ("reduce", "matmul"):
+                continue
+            for s in n.srcs:
+                self._uses[s.id] = self._uses.get(s.id, 0) + 1
+
+    def memory(self, node: LazyNode) -> ir.Memory:
+        if node.kind != "buffer":
+            raise RuntimeError(f"scheduler error: {node!r} is read by a kernel before it was realized")
+        if node.id not in self._mems:
+            self._mems[node.id] = self.k.buffer(f"in{len(self.inputs)}", dtypes.storage(node.dtype))
+            self.inputs.append(node)
+        return self._mems[node.id]
+
+    def value(self, node: LazyNode, idx: tuple[ir.Expr, ...]) -> ir.Expr:
+        """node's value at multi-index idx, typed IR[node.dtype] (bool as an IR bool)."""
+        key = (node.id, tuple(id(e) for e in idx))
+        if key in self._memo:
+            return self._memo[key]
+        e = self._value(node, idx)
+        if self._uses.get(node.id, 0) > 1 and node.kind == "ewise" and node.dtype != dtypes.bool_:
+            e = self.k.var(e.dtype, e).value  # used more than once: computed once into a variable
+        self._memo[key] = e
+        return e
+
+    def _value(self, node: LazyNode, idx: tuple[ir.Expr, ...]) -> ir.Expr:
+        kind = node.kind
+        if kind == "buffer":
+            v = self.memory(node)[linear(idx, node.shape)]
+            return v.ne(0) if node.dtype == dtypes.bool_ else v
+        if kind == "const":
+            return const(node.arg, node.dtype)
+        if kind == "view":
+            return self._view(node, idx)
+        if kind == "ewise":
+            return ewise(node.arg, [self.value(s, idx) for s in node.srcs], node, [s.dtype for s in node.srcs])
+        raise RuntimeError(f"scheduler error: {node!r} must be realized before a kernel reads it")
+
+    def _view(self, node: LazyNode, idx: tuple[ir.Expr, ...]) -> ir.Expr:
+        (op, p), src = node.arg, node.srcs[0]
+        if op == "reshape":
+            return self.value(src, unravel(linear(idx, node.shape), src.shape) if src.shape != node.shape else idx)
+        if op == "permute":
+            out: list[Any] = [None] * len(idx)
+            for i, axis in enumerate(p):
+                out[axis] = idx[i]
+            return self.value(src, tuple(out))
+        if op == "expand":
+            return self.value(src, tuple(_c(0) if s == 1 and n != 1 else i for i, s, n in zip(idx, src.shape, node.shape)))
+        if op == "slice":
+            return self.value(src, tuple(_add(_mul(i, step), start) for i, (start, step, _) in zip(idx, p)))
+        if op == "pad":
+            pads, fill = p
+            shifted = [_add(i, -b) if b else i for i, (b, _) in zip(idx, pads)]
+            valid = None
+            for s, (b, a), n in zip(shifted, pads, src.shape):
+                for c in ([s >= 0] if b else []) + ([s < n] if a else []):
+                    valid = c if valid is None else valid & c
+            if valid is None:
+                return self.value(src, tuple(shifted))
+            # Indices outside the source are clamped so the load stays in bounds; the fill replaces its value.
+            inner = self.value(src, tuple(ir.where(valid, s, 0) if (b or a) else s for s, (b, a) in zip(shifted, pads)))
+            return ir.where(valid, inner, const(fill, node.dtype))
+        raise RuntimeError(f"unknown view {op}")
+
+
+def const(value: Any, dtype: str) -> ir.Expr:
+    if dtype == dtypes.bool_:
+        return ir.Const(bool(value), ir.bool_)
+    if dtypes.is_float(dtype):
+        return ir.Const(float(value), dtypes.IR[dtype])
+    return ir.Const(int(value), ir.i32)
+
+
+def _float_math(x: ir.Expr, fn: Any) -> ir.Expr:
+    """Transcendentals on float16 are computed in float32 and rounded once, as numpy does."""
+    if x.dtype == ir.f16:
+        return fn(x.cast(ir.f32)).cast(ir.f16)
+    return fn(x)
+
+
+def _isnan(x: ir.Expr) -> ir.Expr:
+    return x.ne(x)
+
+
+def nan_max(a: ir.Expr, b: ir.Expr, op: Any = ir.maximum) -> ir.Expr:
+    """numpy's maximum/minimum: a NaN in either operand gives NaN."""
+    if a.dtype.kind != "f":
+        return op(a, b)
+    return ir.where(_isnan(a), a, ir.where(_isnan(b), b, op(a, b)))
+
+
+def cast(x: ir.Expr, src: str, dst: str) -> ir.Expr:
+    if src == dst:
+        return x
+    if dst == dtypes.bool_:
+        return x.ne(0) if src != dtypes.bool_ else x
+    if src == dtypes.bool_:
+        return ir.where(x, const(1, dst), const(0, dst))
+    return x.cast(dtypes.IR[dst])
+
+
+def ewise(op: str, xs: list[ir.Expr], node: LazyNode, src_dtypes: list[str]) -> ir.Expr:
+    """One elementwise op with numpy semantics; sources already have the types the tensor layer chose."""
+    dt = node.dtype
+    if op == "cast":
+        return cast(xs[0], src_dtypes[0], dt)
+    if op == "where":
+        return ir.where(*xs)
+    if len(xs) == 2:
+        a, b = xs
+        boolean = a.dtype == ir.bool_
+        if op == "add":
+            return a | b if boolean else a + b
+        if op == "mul":
+            return a & b if boolean else a * b
+        if op == "sub":
+            return a - b
+        if op == "div":
+            return a / b
+        if op in ("maximum", "minimum"):
+            if boolean:
+                return a | b if op == "maximum" else a & b
+            return nan_max(a, b, ir.maximum if op == "maximum" else ir.minimum)
+        if op in ("lt", "le") and boolean:
+            a, b = a.cast(ir.i32), b.cast(ir.i32)
+        if op == "lt":
+            return a < b
+        if op == "le":
+            return a <= b
+        if op == "eq":
+            return a.eq(b)
+        if op == "ne":
+            return a.ne(b)
+        if op == "and":
+            return a & b
+        if op == "or":
+            return a | b
+        if op == "xor":
+            return a ^ b
+    x = xs[0]
+    if op == "neg":
+        return -x
+    if op == "not":
+        return ~x
+    if op == "relu":
+        return ir.where(x < 0, const(0, dt), x)
+    if op == "exp":
+        return _float_math(x, lambda v: ir.exp2(v * LOG2E))
+    if op == "log":
+        return _float_math(x, lambda v: ir.log2(v) * LN2)
+    if op == "sqrt":
+        return ir.sqrt(x)
+    if op == "sin":
+        return _float_math(x, ir.sin)
+    if op == "cos":
+        return _float_math(x, lambda v: ir.sin(v + HALF_PI))
+    if op == "sigmoid":
+        return _float_math(x, lambda v: 1.0 / (ir.exp2(-v * LOG2E) + 1.0))
+    if op == "tanh":
+        def tanh(v: ir.Expr) -> ir.Expr:
+            t = ir.exp2(ir.where(v < 0, v, -v) * (2 * LOG2E))  # exp(-2|v|), never overflows
+            mag = (1.0 - t) / (1.0 + t)
+            return ir.where(v < 0, -mag, mag)
+        return _float_math(x, tanh)
+    raise RuntimeError(f"unknown elementwise op {op}")
+
+
+def store_value(v: ir.Expr, dtype: str) -> ir.Expr:
+    return ir.where(v, _c(1), _c(0)) if dtype == dtypes.bool_ else v
+
+
+def _kname(prefix: str, shape: tuple[int, ...]) -> str:
+    return f"{prefix}_{'x'.join(map(str, shape)) or 'scalar'}"
+
+
+# --- the three kernel shapes ---
+
+def elementwise_kernel(node: LazyNode) -> tuple[ir.Kernel, list[LazyNode], tuple[int, int, int]]:
+    """out[i] = node at the multi-index of i, for every i: (kernel, input nodes, grid)."""
+    n = node.size
+    k = ir.Kernel(_kname("ewise", node.shape), local_size=(EWISE_LOCAL, 1, 1))
+    out = k.buffer("out", dtypes.storage(node.dtype), writable=True)
+    b = Builder(k, node)
+    gid = k.global_id(0)
+    with k.if_(gid < n):
+        out[gid] = store_value(b.value(node, unravel(gid, node.shape)), node.dtype)
+    return k, b.inputs, (cdiv(n, EWISE_LOCAL), 1, 1)
+
+
+def _reduce_parts(node: LazyNode) -> tuple[str, tuple[int, ...], LazyNode, ir.DType, Any, Any]:
+    op, axes = node.arg
+    src = node.srcs[0]
+    acc_t = ir.f32 if node.dtype == dtypes.float16 and op == "sum" else dtypes.storage(node.dtype) \
+        if node.dtype != dtypes.bool_ else ir.i32
+    if op == "sum":
+        ident = ir.Const(0.0, acc_t) if acc_t.kind == "f" else ir.Const(0, ir.i32)
+        return op, axes, src, acc_t, ident, lambda a, v: a + v
+    ident = ir.Const(-math.inf, acc_t) if acc_t.kind == "f" else ir.Const(ir.INT32_MIN, ir.i32)
+    return op, axes, src, acc_t, ident, nan_max
+
+
+def _source_at(b: Builder, node: LazyNode, out_idx: tuple[ir.Expr, ...], r: ir.Expr, acc_t: ir.DType) -> ir.Expr:
+    """The reduction's source at output index out_idx and reduction offset r, converted to the accumulator."""
+    _, axes = node.arg
+    src = node.srcs[0]
+    red_idx = unravel(r, tuple(src.shape[a] for a in axes))
+    full = list(out_idx)
+    for a, e in zip(axes, red_idx):
+        full[a] = e
+    v = b.value(src, tuple(full))
+    if src.dtype == dtypes.bool_:
+        return ir.where(v, _c(1), _c(0))
+    return v.cast(acc_t) if v.dtype != acc_t else v
+
+
+def reduce_kernel(node: LazyNode) -> tuple[ir.Kernel, list[LazyNode], tuple[int, int, int]]:
+    """One output per workgroup, REDUCE_LOCAL threads striding over the reduced elements and a tree in local
+    memory; small reductions run one thread per output instead."""
+    op, axes, src, acc_t, ident, combine = _reduce_parts(node)
+    n_out, n_red = node.size, prod(src.shape[a] for a in axes)
+    out_t = dtypes.storage(node.dtype)
+    if n_red < SERIAL_REDUCE:
+        k = ir.Kernel(_kname(f"r{op}_serial", src.shape), local_size=(EWISE_LOCAL, 1, 1))
+        out = k.buffer("out", out_t, writable=True)
+        b = Builder(k, node)
+        gid = k.global_id(0)
+        with k.if_(gid < n_out):
+            acc = k.var(acc_t, ident, "acc")
+            o = unravel(gid, node.shape)
+            with k.range(0, n_red) as r:
+                acc.set(combine(acc.value, _source_at(b, node, o, r, acc_t)))
+            out[gid] = acc.value.cast(out_t) if acc_t != out_t else acc.value
+        return k, b.inputs, (cdiv(n_out, EWISE_LOCAL), 1, 1)
+    L = REDUCE_LOCAL
+    k = ir.Kernel(_kname(f"r{op}", src.shape), local_size=(L, 1, 1))
+    out = k.buffer("out", out_t, writable=True)
+    b = Builder(k, node)
+    o_flat, t = k.workgroup_id(0), k.local_id(0)
+    o = unravel(o_flat, node.shape)
+    acc = k.var(acc_t, ident, "acc")
+    with k.range(0, cdiv(n_red, L)) as j:
+        r = j * L + t
+        with k.if_(r < n_red):
+            acc.set(combine(acc.value, _source_at(b, node, o, r, acc_t)))
+    tile = k.local_array(acc_t, L, "partial")
+    tile[t] = acc.value
+    k.barrier()
+    step = L // 2
+    while step >= 1:
+        with k.if_(t < step):
+            tile[t] = combine(tile[t], tile[t + step])
+        k.barrier()
+        step //= 2
+    with k.if_(t.eq(0)):
+        out[o_flat] = tile[0].cast(out_t) if acc_t != out_t else tile[0]
+    return k, b.inputs, (n_out, 1, 1)
+
+
+def matmul_kernel(node: LazyNode) -> tuple[ir.Kernel, list[LazyNode], tuple[int, int, int]]:
+    """C[..., M, N] = A[..., M, K] @ B[..., K, N]: a TILE x TILE block of C per workgroup, the K axis walked in
+    tiles staged through local memory; A and B are read through their views and fused producers."""
+    a, bn = node.srcs
+    *batch, M, K = a.shape
+    N = bn.shape[-1]
+    batch = tuple(batch)
+    T = TILE
+    acc_t = ir.f32 if node.dtype == dtypes.float16 else dtypes.storage(node.dtype)
+    out_t = dtypes.storage(node.dtype)
+    k = ir.Kernel(_kname("matmul", node.shape + (K,)), local_size=(T, T, 1))
+    out = k.buffer("out", out_t, writable=True)
+    b = Builder(k, node)
+    tx, ty = k.local_id(0), k.local_id(1)
+    col, row = k.workgroup_id(0) * T + tx, k.workgroup_id(1) * T + ty
+    bidx = unravel(k.workgroup_id(2), batch) if batch else ()
+    As, Bs = k.local_array(acc_t, T * T, "As"), k.local_array(acc_t, T * T, "Bs")
+    acc = k.var(acc_t, 0, "acc")
+    zero = ir.Const(0.0, acc_t) if acc_t.kind == "f" else ir.Const(0, ir.i32)
+
+    def load(node_: LazyNode, ok: ir.Expr, i: ir.Expr, j: ir.Expr) -> ir.Expr:
+        v = b.value(node_, bidx + (ir.where(ok, i, 0), ir.where(ok, j, 0)))
+        v = v.cast(acc_t) if v.dtype != acc_t else v
+        return ir.where(ok, v, zero)
+    with k.range(0, cdiv(K, T)) as kt:
+        ka, kb = kt * T + tx, kt * T + ty
+        As[ty * T + tx] = load(a, (row < M) & (ka < K), row, ka)
+        Bs[ty * T + tx] = load(bn, (kb < K) & (col < N), kb, col)
+        k.barrier()
+        with k.range(0, T) as kk:
+            acc.set(acc.value + As[ty * T + kk] * Bs[kk * T + tx])
+        k.barrier()
+    with k.if_((row < M) & (col < N)):
+        flat = _add(_mul(k.workgroup_id(2), M * N), row * N + col) if batch else row * N + col
+        out[flat] = acc.value.cast(out_t) if acc_t != out_t else acc.value
+    return k, b.inputs, (cdiv(N, T), cdiv(M, T), max(1, prod(batch)))
+
+
+def kernel_for(node: LazyNode) -> tuple[ir.Kernel, list[LazyNode], tuple[int, int, int]]:
+    if node.kind == "reduce":
+        return reduce_kernel(node)
+    if node.kind == "matmul":
+        return matmul_kernel(node)
+    return elementwise_kernel(node)

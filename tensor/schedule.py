@@ -1,0 +1,88 @@
+"""The scheduler: which kernels and uploads realize a set of lazy nodes, in what order, and running them.
+
+Kernel boundaries are the nodes whose value other work reads from memory: every reduction and matmul, every
+upload, and the nodes asked for. Elementwise ops, constants and views between boundaries are fused into the
+kernel that reads them (so an elementwise chain is one kernel, and elementwise producers of a reduction or a
+matmul are computed inside it).
+"""
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+from tensor.codegen import kernel_for
+from tensor.dtypes import itemsize
+from tensor.lazy import LazyNode, walk
+
+BOUNDARY = ("buffer", "host", "reduce", "matmul")
+
+
+@dataclass
+class ScheduleItem:
+    """One step of a realization: an upload of host data or a kernel computing `node`."""
+    kind: str  # "upload", "kernel", or "alias" (a reshape of a realized node: the same bytes, no work)
+    node: LazyNode
+
+    @property
+    def device(self) -> str:
+        return self.node.device
+
+    def __repr__(self) -> str:
+        if self.kind != "kernel":
+            what = self.kind
+        elif self.node.kind == "reduce":
+            what = f"reduce {self.node.arg[0]}"
+        else:
+            what = "matmul" if self.node.kind == "matmul" else "elementwise"
+        return f"<{self.kind} {what} {self.node.shape} {self.node.dtype} on {self.node.device}>"
+
+
+def schedule(roots: list[LazyNode]) -> list[ScheduleItem]:
+    """The items that realize roots, dependencies first; nothing runs. Kernels: [i for i in items if
+    i.kind == "kernel"]."""
+    items: list[ScheduleItem] = []
+    planned: set[int] = set()
+
+    def plan(node: LazyNode) -> None:
+        if node.realized or node.id in planned:
+            return
+        planned.add(node.id)
+        if node.kind == "host":
+            items.append(ScheduleItem("upload", node))
+            return
+        if node.kind == "view" and node.arg[0] == "reshape":  # row-major data reshapes for free
+            plan(node.srcs[0])
+            items.append(ScheduleItem("alias", node))
+            return
+        region = walk([node], stop=lambda n: n is not node and n.kind in BOUNDARY)
+        for n in region:
+            if n is not node and n.kind in BOUNDARY:
+                plan(n)
+        items.append(ScheduleItem("kernel", node))
+
+    for r in roots:
+        plan(r)
+    return items
+
+
+def run(items: list[ScheduleItem], devices: Any) -> None:
+    """Carry out items in order on their devices; kernels are submitted, not waited for."""
+    debug = int(os.environ.get("BAREGPU_DEBUG", "0") or 0)
+    for it in items:
+        node = it.node
+        rt = devices[node.device]
+        if it.kind == "upload":
+            node.become_buffer(rt, rt.upload(node.arg))
+            continue
+        if it.kind == "alias":
+            node.become_alias(node.srcs[0])
+            continue
+        kernel, inputs, grid = kernel_for(node)
+        out = rt.alloc(node.size * itemsize(node.dtype))
+        rt.run(kernel, [out] + [n.buffer for n in inputs], grid)
+        if debug:
+            print(f"baregpu: {rt.name} kernel {kernel.name} grid {grid} local {kernel.local_size} "
+                  f"inputs {len(inputs)}", file=sys.stderr)
+        node.become_buffer(rt, out)
