@@ -19,6 +19,9 @@ from tensor.lazy import LazyNode, prod, walk
 EWISE_LOCAL = 64  # threads per workgroup for elementwise kernels
 REDUCE_LOCAL = 64  # threads that share one output of a reduction (a power of two: tree reduction)
 SERIAL_REDUCE = 32  # reductions of fewer elements than this run one thread per output
+# Large matmuls: (BM, BN, BK, VM, VN) = a 64 x 64 block of C per workgroup of 64 x 16 threads, K staged 16 at a
+# time, 4 rows per thread (measured best of the shapes tried on the host build; tools.bench reports GFLOPS).
+BIG_TILES = (64, 64, 16, 4, 1)
 TILE = 16  # matmul tile edge: (TILE, TILE) threads, two TILE x TILE tiles in local memory
 
 LOG2E, LN2, HALF_PI = 1.4426950408889634, 0.6931471805599453, math.pi / 2
@@ -71,6 +74,30 @@ def unravel(flat: ir.Expr, shape: tuple[int, ...]) -> tuple[ir.Expr, ...]:
     return tuple(out)
 
 
+def region(root: LazyNode) -> list[LazyNode]:
+    """The nodes one kernel computing root evaluates, sources first: up to (and including) realized buffers."""
+    return walk([root], stop=lambda n: n is not root and n.kind in ("buffer", "reduce", "matmul", "host"))
+
+
+def _arg_key(arg: Any) -> Any:
+    """A node argument as a hashable key that tells -0.0 from 0.0 and matches NaN with NaN."""
+    if isinstance(arg, float):
+        return ("f", repr(arg))
+    if isinstance(arg, tuple):
+        return tuple(_arg_key(a) for a in arg)
+    return arg
+
+
+def signature(root: LazyNode) -> tuple[tuple, list[LazyNode]]:
+    """What the kernel for root depends on (shapes, dtypes, ops, constants; not which buffers), and the buffers
+    it reads in parameter order: two roots with equal signatures run the same kernel."""
+    nodes = region(root)
+    pos = {n.id: i for i, n in enumerate(nodes)}
+    sig = tuple((n.kind, n.shape, n.dtype, None if n.kind == "buffer" else _arg_key(n.arg),
+                 tuple(pos[s.id] for s in n.srcs)) for n in nodes)
+    return sig, [n for n in nodes if n.kind == "buffer"]
+
+
 class Builder:
     """Evaluates lazy nodes into IR expressions inside one kernel under construction."""
 
@@ -79,13 +106,13 @@ class Builder:
         self.inputs: list[LazyNode] = []
         self._mems: dict[int, ir.Memory] = {}
         self._memo: dict[tuple, ir.Expr] = {}
-        inside = walk([root], stop=lambda n: n is not root and n.kind in ("buffer", "reduce", "matmul"))
+        inside = region(root)
         self._uses: dict[int, int] = {}
         for n in inside:
-            if n is root and n.kind in ("reduce", "matmul"):
-                continue
             for s in n.srcs:
                 self._uses[s.id] = self._uses.get(s.id, 0) + 1
+            if n.kind == "buffer":  # parameters in region order, which `signature` reproduces
+                self.memory(n)
 
     def memory(self, node: LazyNode) -> ir.Memory:
         if node.kind != "buffer":
@@ -340,42 +367,73 @@ def reduce_kernel(node: LazyNode) -> tuple[ir.Kernel, list[LazyNode], tuple[int,
     return k, b.inputs, (n_out, 1, 1)
 
 
+def matmul_tiles(M: int, N: int) -> tuple[int, int, int, int, int]:
+    """(BM, BN, BK, VM, VN): a BM x BN block of C per workgroup, K walked BK at a time, each thread computing a
+    VM x VN block of it in registers. Small outputs take small tiles so few threads idle."""
+    if M * N >= 64 * 64:
+        return BIG_TILES
+    return TILE, TILE, TILE, 1, 1
+
+
 def matmul_kernel(node: LazyNode) -> tuple[ir.Kernel, list[LazyNode], tuple[int, int, int]]:
-    """C[..., M, N] = A[..., M, K] @ B[..., K, N]: a TILE x TILE block of C per workgroup, the K axis walked in
-    tiles staged through local memory; A and B are read through their views and fused producers."""
+    """C[..., M, N] = A[..., M, K] @ B[..., K, N]: a tile of C per workgroup, the K axis walked in tiles staged
+    through local memory, and a register block of C per thread; A and B are read through their views and fused
+    producers, so transposes and elementwise inputs cost no extra pass."""
     a, bn = node.srcs
     *batch, M, K = a.shape
     N = bn.shape[-1]
     batch = tuple(batch)
-    T = TILE
+    BM, BN, BK, VM, VN = matmul_tiles(M, N)
+    TX, TY = BN // VN, BM // VM
+    threads = TX * TY
     acc_t = ir.f32 if node.dtype == dtypes.float16 else dtypes.storage(node.dtype)
     out_t = dtypes.storage(node.dtype)
-    k = ir.Kernel(_kname("matmul", node.shape + (K,)), local_size=(T, T, 1))
+    k = ir.Kernel(_kname("matmul", node.shape + (K,)), local_size=(TX, TY, 1))
     out = k.buffer("out", out_t, writable=True)
     b = Builder(k, node)
     tx, ty = k.local_id(0), k.local_id(1)
-    col, row = k.workgroup_id(0) * T + tx, k.workgroup_id(1) * T + ty
+    tid = ty * TX + tx
+    row0, col0 = k.workgroup_id(1) * BM, k.workgroup_id(0) * BN
     bidx = unravel(k.workgroup_id(2), batch) if batch else ()
-    As, Bs = k.local_array(acc_t, T * T, "As"), k.local_array(acc_t, T * T, "Bs")
-    acc = k.var(acc_t, 0, "acc")
+    As, Bs = k.local_array(acc_t, BM * BK, "As"), k.local_array(acc_t, BK * BN, "Bs")
+    acc = [[k.var(acc_t, 0, f"acc{i}_{j}") for j in range(VN)] for i in range(VM)]
     zero = ir.Const(0.0, acc_t) if acc_t.kind == "f" else ir.Const(0, ir.i32)
 
     def load(node_: LazyNode, ok: ir.Expr, i: ir.Expr, j: ir.Expr) -> ir.Expr:
         v = b.value(node_, bidx + (ir.where(ok, i, 0), ir.where(ok, j, 0)))
         v = v.cast(acc_t) if v.dtype != acc_t else v
         return ir.where(ok, v, zero)
-    with k.range(0, cdiv(K, T)) as kt:
-        ka, kb = kt * T + tx, kt * T + ty
-        As[ty * T + tx] = load(a, (row < M) & (ka < K), row, ka)
-        Bs[ty * T + tx] = load(bn, (kb < K) & (col < N), kb, col)
+    with k.range(0, cdiv(K, BK)) as kt:
+        k0 = kt * BK
+        for part in range(cdiv(BM * BK, threads)):  # every thread stages a few elements of each tile
+            e = tid + part * threads
+            r, c = e // BK, e % BK
+            with k.if_(e < BM * BK):
+                As[e] = load(a, ((row0 + r) < M) & ((k0 + c) < K), row0 + r, k0 + c)
+        for part in range(cdiv(BK * BN, threads)):
+            e = tid + part * threads
+            r, c = e // BN, e % BN
+            with k.if_(e < BK * BN):
+                Bs[e] = load(bn, ((k0 + r) < K) & ((col0 + c) < N), k0 + r, col0 + c)
         k.barrier()
-        with k.range(0, T) as kk:
-            acc.set(acc.value + As[ty * T + kk] * Bs[kk * T + tx])
+        with k.range(0, BK) as kk:
+            # Each staged value is read once into a register and used VN (or VM) times.
+            # Thread (tx, ty) owns rows ty + i*TY and columns tx + j*TX: neighbouring threads read neighbouring
+            # words, which a GPU coalesces and the host build vectorizes across its thread loop.
+            av = [k.var(acc_t, As[(ty + i * TY) * BK + kk], f"a{i}").value for i in range(VM)]
+            bv = [k.var(acc_t, Bs[kk * BN + tx + j * TX], f"b{j}").value for j in range(VN)]
+            for i in range(VM):
+                for j in range(VN):
+                    acc[i][j].set(acc[i][j].value + av[i] * bv[j])
         k.barrier()
-    with k.if_((row < M) & (col < N)):
-        flat = _add(_mul(k.workgroup_id(2), M * N), row * N + col) if batch else row * N + col
-        out[flat] = acc.value.cast(out_t) if acc_t != out_t else acc.value
-    return k, b.inputs, (cdiv(N, T), cdiv(M, T), max(1, prod(batch)))
+    base = _mul(k.workgroup_id(2), M * N) if batch else _c(0)
+    for i in range(VM):
+        for j in range(VN):
+            row, col = row0 + ty + i * TY, col0 + tx + j * TX
+            with k.if_((row < M) & (col < N)):
+                v = acc[i][j].value
+                out[_add(base, row * N + col)] = v.cast(out_t) if acc_t != out_t else v
+    return k, b.inputs, (cdiv(N, BN), cdiv(M, BM), max(1, prod(batch)))
 
 
 def kernel_for(node: LazyNode) -> tuple[ir.Kernel, list[LazyNode], tuple[int, int, int]]:

@@ -32,7 +32,8 @@ class Runtime:
         self.target = "host" if type(self.dev).__name__ == "CPUDevice" else self.dev.target
         self.emulated = bool(getattr(getattr(self.dev, "system", None), "emulated", False))
         self.cache = KernelCache()
-        self.programs: dict[str, Any] = {}
+        self.programs: dict[str, Any] = {}  # IR digest -> loaded program
+        self.kernels: dict[tuple, tuple] = {}  # scheduler signature -> (program, local size, grid, name)
         self.last = 0  # the timeline value of the newest submission
         self._pending: deque[tuple[int, Buffer]] = deque()  # buffers freed by tensors, returned once the GPU passed
         self.used = 0
@@ -125,14 +126,15 @@ class Runtime:
             prog = self.programs[key] = self.dev.load_program(built)
         return prog
 
-    def run(self, kernel: ir.Kernel, buffers: list[Buffer], grid: tuple[int, int, int]) -> None:
-        """Launch kernel over grid workgroups with these buffers as its arguments, after everything before it."""
-        prog = self.program(kernel)
+    def launch(self, prog: Any, local_size: tuple[int, int, int], buffers: list[Buffer],
+               grid: tuple[int, int, int]) -> None:
+        """Run a loaded program over grid workgroups with these buffers as its arguments, after everything
+        before it."""
         if 0 in grid:
             return
         q = self._chain(self.dev.compute_queue())
         q.memory_barrier()
-        q.exec(prog, prog.pack_args(*[b.va for b in buffers]), grid, kernel.local_size)
+        q.exec(prog, prog.pack_args(*[b.va for b in buffers]), grid, local_size)
         self._submit(q)
         self.kernels_run += 1
 

@@ -12,7 +12,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from tensor.codegen import kernel_for
+from tensor.codegen import kernel_for, signature
 from tensor.dtypes import itemsize
 from tensor.lazy import LazyNode, walk
 
@@ -79,10 +79,15 @@ def run(items: list[ScheduleItem], devices: Any) -> None:
         if it.kind == "alias":
             node.become_alias(node.srcs[0])
             continue
-        kernel, inputs, grid = kernel_for(node)
+        sig, inputs = signature(node)
+        built = rt.kernels.get(sig)
+        if built is None:  # a new kind of kernel: build its IR, compile (or load from the disk cache) and load it
+            kernel, order, grid = kernel_for(node)
+            assert [n.id for n in order] == [n.id for n in inputs], "kernel parameters out of region order"
+            built = rt.kernels[sig] = (rt.program(kernel), kernel.local_size, grid, kernel.name)
+        prog, local, grid, name = built
         out = rt.alloc(node.size * itemsize(node.dtype))
-        rt.run(kernel, [out] + [n.buffer for n in inputs], grid)
+        rt.launch(prog, local, [out] + [n.buffer for n in inputs], grid)
         if debug:
-            print(f"baregpu: {rt.name} kernel {kernel.name} grid {grid} local {kernel.local_size} "
-                  f"inputs {len(inputs)}", file=sys.stderr)
+            print(f"baregpu: {rt.name} kernel {name} grid {grid} local {local} inputs {len(inputs)}", file=sys.stderr)
         node.become_buffer(rt, out)

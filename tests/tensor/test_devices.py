@@ -9,7 +9,7 @@ import pytest
 
 import tensor
 from tensor import DEVICES, Tensor
-from conftest import assert_matches
+from tensor_checks import assert_matches
 
 X = np.random.default_rng(3).standard_normal((32, 40)).astype(np.float32)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from tensor import Tensor
-from conftest import assert_matches
+from tensor_checks import assert_matches
 
 
 def mlp_numpy(x, w1, b1, w2, b2):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from tensor import Tensor
-from conftest import assert_matches
+from tensor_checks import assert_matches
 
 RNG = np.random.default_rng(0)
 A = RNG.standard_normal((5, 7)).astype(np.float32)
@@ -118,7 +118,8 @@ def test_large_reduction_uses_every_element(device):
 
 
 @pytest.mark.parametrize("sa,sb", [((5, 7), (7, 3)), ((33, 17), (17, 20)), ((7,), (7, 4)), ((4, 7), (7,)),
-                                   ((2, 3, 5, 6), (6, 4)), ((2, 1, 5, 6), (3, 6, 2))])
+                                   ((2, 3, 5, 6), (6, 4)), ((2, 1, 5, 6), (3, 6, 2)),
+                                   ((70, 45), (45, 130)), ((2, 65, 33), (33, 64))])  # the large-tile kernel, ragged
 def test_matmul(device, sa, sb):
     a, b = RNG.standard_normal(sa).astype(np.float32), RNG.standard_normal(sb).astype(np.float32)
     assert_matches((Tensor(a, device) @ Tensor(b, device)).numpy(), a @ b, rtol=1e-5, atol=1e-5)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from tensor import DEVICES, Tensor
-from conftest import assert_matches
+from tensor_checks import assert_matches
 
 X = np.random.default_rng(1).standard_normal((16, 24)).astype(np.float32)
 W = np.random.default_rng(2).standard_normal((24, 8)).astype(np.float32)
