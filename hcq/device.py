@@ -49,6 +49,7 @@ class Device(ABC):
         self._kernargs: Any = None
         self.profile_log: list[tuple[str, Signal, Signal]] = []
         self.closed = False  # set by a driver's close(): later calls raise instead of touching unmapped memory
+        self._deferred: list[tuple[int, Any]] = []  # (timeline value, buffer): freed once the timeline passes it
 
     # --- timeline ---
     @property
@@ -68,6 +69,28 @@ class Device(ABC):
         self.timeline.wait(self.timeline_value, timeout)
         self.poll_faults()
         self.check()
+        self.reclaim_deferred()
+
+    # --- memory the GPU may still be reading ---
+    def free_after(self, buf: Any, value: int) -> None:
+        """Free buf once the timeline reaches value (the last submission that uses it)."""
+        if self.closed:
+            return  # closing freed everything
+        self._deferred.append((value, buf))
+        self.reclaim_deferred()
+
+    def reclaim_deferred(self) -> None:
+        if not self._deferred or self.closed:
+            return
+        done = self.timeline.value
+        keep = []
+        for value, buf in self._deferred:
+            if value <= done:
+                if not buf.freed:
+                    self.free(buf)
+            else:
+                keep.append((value, buf))
+        self._deferred = keep
 
     # --- kernel arguments ---
     KERNARG_RING_SIZE = 1 << 20

@@ -353,12 +353,12 @@ class KFDDevice(Device):
         try:
             if getattr(self, "kfd_fd", None) is not None:
                 self._destroy_rings()
-        except HCQError:
-            pass  # closing anyway
+        except (HCQError, OSCallError):
+            pass  # closing anyway (a dead GPU cannot destroy its queues; closing the fd reclaims them)
         for buf in list(self._buffers.values()):
             try:
                 self.free(buf)
-            except HCQError:
+            except (HCQError, OSCallError):
                 pass  # closing anyway: the kernel reclaims what is left when the fds close
         for fd in reversed(self._fds):
             self.system.close(fd)

@@ -173,6 +173,8 @@ class AMDComputeQueue(HWQueue):
         from hcq.buffer import MemFlags
         words = self.cmd
         if self._ib is None or self._ib.size < 4 * len(words):
+            if self._ib is not None:  # outgrown: the GPU may still run the old one
+                device.free_after(self._ib, self._ib_tag)
             self._ib = device.alloc(4 * len(words), MemFlags.HOST_VISIBLE | MemFlags.UNCACHED)
         elif self._ib_tag:
             device.timeline.wait(self._ib_tag, SUBMIT_TIMEOUT_S)
@@ -182,6 +184,14 @@ class AMDComputeQueue(HWQueue):
 
     _ib = None
     _ib_tag = 0
+
+    def __del__(self) -> None:
+        # A replayed queue's indirect buffer goes back to the heap once its last run finished.
+        if self._ib is not None and self.device is not None and not self.device.closed:
+            try:
+                self.device.free_after(self._ib, self._ib_tag)
+            except Exception:  # interpreter shutdown
+                pass
     _resolved_timeline = 0
 
     def apply(self, values: dict[str, int]) -> None:

@@ -198,7 +198,8 @@ class EmulatedKFD:
         self.count("faults")
         self.faults.append(msg)
         q = self.queues.get(msg["qid"])
-        gpu_id = q.gpu.gpu_id if q else 0
+        # No queue: the command processor itself died (it serves every GPU here), so the first GPU reports it.
+        gpu_id = q.gpu.gpu_id if q else self.gpus[0].gpu_id
         if msg["kind"] == "page fault" and msg.get("va") is not None:
             self.raise_memory_exception(msg["va"], gpu_id)
         else:
@@ -228,7 +229,7 @@ class EmulatedKFD:
         """What process exit does: queues are destroyed and the command processor stops."""
         for qid in list(self.queues):
             q = self.queues.pop(qid)
-            if self._cp is not None:
+            if self._cp is not None and not self._cp.dead:  # a dead command processor has no queues left
                 self._cp.call(op="destroy", qid=q.qid)
         if self._cp is not None:
             self._cp.close()
@@ -569,8 +570,11 @@ class CPLink:
     def call(self, **msg: Any) -> dict[str, Any]:
         """Send a control message and wait (bounded) until the CP applied it; returns its answer."""
         seq = next(self._seq)
-        with self._send_lock:
-            self.sock.sendall((json.dumps(dict(msg, seq=seq)) + "\n").encode())
+        try:
+            with self._send_lock:
+                self.sock.sendall((json.dumps(dict(msg, seq=seq)) + "\n").encode())
+        except OSError as e:  # the process is gone: what the kernel says of a GPU that stopped answering
+            raise OSCallError(errno.EIO, f"emulated {self.dead or 'command processor is gone'} ({e})") from None
         with self._cv:
             if not self._cv.wait_for(lambda: seq in self._acks or self.dead, CP_TIMEOUT_S):
                 raise OSCallError(errno.ETIMEDOUT, f"emulated command processor did not answer {msg['op']} in {CP_TIMEOUT_S} s")

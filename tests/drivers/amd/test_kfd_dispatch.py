@@ -154,3 +154,42 @@ def test_replay_goes_through_an_indirect_buffer_rewritten_only_after_the_previou
     # Had a later submit patched the buffer before the earlier run, an index would be missing.
     np.testing.assert_array_equal(res.numpy(np.float32)[:3], [0.5, 1.5, 2.5])
     assert dev.compute_ring.wptr - wptr0 == 3 * len(pm4.indirect_buffer(0, 1)), "the ring only carries IB packets"
+
+
+def test_a_dropped_replay_queue_returns_its_indirect_buffer_after_its_last_run(dev, tmp_path):
+    import gc
+    k = Kernel("put1", local_size=(1, 1, 1))
+    out = k.buffer("out", f32, writable=True)
+    out[0] = 1.0
+    prog = dev.load_program(compile_kernel(k, "gfx1100", KernelCache(tmp_path), emulation=True))
+    res, args = dev.alloc(64, H), dev.alloc(64, H)
+    blob = prog.pack_args(res.va)
+    args.cpu_view()[:len(blob)] = blob
+    live = len(dev._buffers)
+    q = dev.compute_queue().exec(prog, Var("args"), (1, 1, 1), (1, 1, 1)).signal(dev.timeline, Var("t"))
+    dev.system.kfd.delay(dev.compute_ring.queue_id, 0.3)
+    q.submit(dev, {"args": args.va, "t": dev.next_timeline_value()})
+    assert len(dev._buffers) == live + 1, "the replay allocated its indirect buffer"
+    del q
+    gc.collect()
+    assert len(dev._buffers) == live + 1, "freed while the GPU may still run it"
+    dev.synchronize(timeout=20)
+    assert len(dev._buffers) == live, "the indirect buffer went back once its run finished"
+
+
+def test_a_kernel_that_kills_the_gpu_faults_the_device_instead_of_hanging(dev, tmp_path):
+    """Kernel arguments full of zeros make the kernel store through a null pointer: the emulated GPU's process
+    dies, which KFD reports as a hardware exception; the wait raises at once rather than after its timeout."""
+    import time
+
+    from hcq.device import DeviceFaultError
+    k = Kernel("put_null", local_size=(1, 1, 1))
+    out = k.buffer("out", f32, writable=True)
+    out[0] = 1.0
+    prog = dev.load_program(compile_kernel(k, "gfx1100", KernelCache(tmp_path), emulation=True))
+    zeros = dev.alloc(64, H)
+    t0 = time.monotonic()
+    dev.compute_queue().exec(prog, zeros, (1, 1, 1), (1, 1, 1)).signal(dev.timeline, dev.next_timeline_value()).submit(dev)
+    with pytest.raises(DeviceFaultError, match="hardware exception"):
+        dev.synchronize(timeout=30)
+    assert time.monotonic() - t0 < 15, "the fault was only noticed at the timeout"
