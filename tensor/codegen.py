@@ -76,7 +76,7 @@ def unravel(flat: ir.Expr, shape: tuple[int, ...]) -> tuple[ir.Expr, ...]:
 
 def region(root: LazyNode) -> list[LazyNode]:
     """The nodes one kernel computing root evaluates, sources first: up to (and including) realized buffers."""
-    return walk([root], stop=lambda n: n is not root and n.kind in ("buffer", "reduce", "matmul", "host"))
+    return walk([root], stop=lambda n: n is not root and n.stored)
 
 
 def _arg_key(arg: Any) -> Any:

@@ -26,6 +26,8 @@ COMPARE = ("lt", "le", "eq", "ne")
 VIEWS = ("reshape", "permute", "expand", "slice", "pad")
 
 _ids = itertools.count()
+STORED = ("buffer", "host", "reduce", "matmul")  # kinds always computed into memory before use
+MAX_FUSED_DEPTH = 64
 
 
 def prod(xs: Any) -> int:
@@ -34,7 +36,8 @@ def prod(xs: Any) -> int:
 
 class LazyNode:
     """One node of the lazy graph (see the module docstring)."""
-    __slots__ = ("kind", "shape", "dtype", "device", "srcs", "arg", "buffer", "runtime", "id", "base", "__weakref__")
+    __slots__ = ("kind", "shape", "dtype", "device", "srcs", "arg", "buffer", "runtime", "id", "base", "depth",
+                 "__weakref__")
 
     def __init__(self, kind: str, shape: tuple[int, ...], dtype: str, device: str, srcs: tuple["LazyNode", ...] = (),
                  arg: Any = None):
@@ -43,6 +46,10 @@ class LazyNode:
         self.runtime: Any = None  # the tensor runtime that owns the buffer
         self.base: Optional[LazyNode] = None  # the node whose buffer this one shares (a reshape), kept alive
         self.id = next(_ids)
+        # Fused ops since the last node that is stored anyway: long chains are cut into kernels of at most
+        # MAX_FUSED_DEPTH so expressions (and the compilers' recursion over them) stay bounded.
+        fused = [s.depth for s in srcs if not s.stored]
+        self.depth = 1 + max(fused, default=0) if kind in ("ewise", "view") else 0
 
     @property
     def size(self) -> int:
@@ -51,6 +58,11 @@ class LazyNode:
     @property
     def realized(self) -> bool:
         return self.kind == "buffer"
+
+    @property
+    def stored(self) -> bool:
+        """Whether this node's value is read from memory by whatever uses it (a kernel boundary)."""
+        return self.kind in STORED or self.depth >= MAX_FUSED_DEPTH
 
     def become_buffer(self, runtime: Any, buffer: Any) -> None:
         """This node's value now lives in `buffer`; the graph behind it is no longer needed."""

@@ -1,7 +1,7 @@
 """The scheduler: which kernels and uploads realize a set of lazy nodes, in what order, and running them.
 
 Kernel boundaries are the nodes whose value other work reads from memory: every reduction and matmul, every
-upload, and the nodes asked for. Elementwise ops, constants and views between boundaries are fused into the
+upload, the nodes asked for, and every MAX_FUSED_DEPTH-th op of a long elementwise chain. Elementwise ops, constants and views between boundaries are fused into the
 kernel that reads them (so an elementwise chain is one kernel, and elementwise producers of a reduction or a
 matmul are computed inside it).
 """
@@ -15,8 +15,6 @@ from typing import Any
 from tensor.codegen import kernel_for, signature
 from tensor.dtypes import itemsize
 from tensor.lazy import LazyNode, walk
-
-BOUNDARY = ("buffer", "host", "reduce", "matmul")
 
 
 @dataclass
@@ -56,9 +54,9 @@ def schedule(roots: list[LazyNode]) -> list[ScheduleItem]:
             plan(node.srcs[0])
             items.append(ScheduleItem("alias", node))
             return
-        region = walk([node], stop=lambda n: n is not node and n.kind in BOUNDARY)
+        region = walk([node], stop=lambda n: n is not node and n.stored)
         for n in region:
-            if n is not node and n.kind in BOUNDARY:
+            if n is not node and n.stored:
                 plan(n)
         items.append(ScheduleItem("kernel", node))
 

@@ -72,3 +72,16 @@ def test_debug_env_prints_each_kernel(device, monkeypatch, capsys):
     (Tensor(X, device) * 2).realize()
     DEVICES[device].synchronize()
     assert f"baregpu: {DEVICES[device].name} kernel ewise_16x24" in capsys.readouterr().err
+
+
+def test_a_very_long_chain_is_cut_into_bounded_kernels(device):
+    from tensor.lazy import MAX_FUSED_DEPTH
+    x = Tensor(np.ones(10, np.float32), device)
+    y = Tensor(np.full(10, 2.0, np.float32), device)
+    want = np.ones(10, np.float32)
+    for _ in range(300):  # 600 ops: one kernel would be an expression too deep to compile
+        x = x * 0.5 + y
+        want = want * np.float32(0.5) + np.float32(2.0)
+    n = len(kernels(x))
+    assert 600 // MAX_FUSED_DEPTH <= n <= 600 // MAX_FUSED_DEPTH + 1
+    assert_matches(x.numpy(), want)
