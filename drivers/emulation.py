@@ -33,3 +33,9 @@ def system_for(vendor: str, targets: tuple[str, ...] | None = None) -> System:
         return LinuxSystem()
     from emu.machine import emulated_system
     return emulated_system(vendor, targets)
+
+
+def emulated_system(vendor: str, targets: tuple[str, ...] | None = None) -> System:
+    """The emulated machine for `vendor` whatever BAREGPU_EMULATE says (gpu_probe's stand-in when no GPU)."""
+    from emu.machine import emulated_system as make
+    return make(vendor, targets)

@@ -1,5 +1,7 @@
 """python -m tools.gpu_probe: what GPUs this machine has, which driver path would handle each, and what
-blocks it, in words a person can act on. `--json` prints the same report for programs.
+blocks it, in words a person can act on; then every device whose driver is built is brought up and checked
+(tools/bringup.py), the emulated machine standing in when there is no GPU. `--json` prints the same report
+for programs.
 
 Every file it reads goes through the OS seam, so tests describe a machine with an emulated system.
 """
@@ -289,7 +291,9 @@ def probe(system: System) -> dict[str, Any]:
 
 
 NOTHING = ("No GPU found: no PCI display device with a driver path, /dev/kfd, /dev/nvidiactl, /dev/kgsl-3d0 or "
-           "ASM2464 USB bridge on this machine. Later versions run the emulated devices here (BAREGPU_EMULATE=1).")
+           "ASM2464 USB bridge on this machine.")
+STAND_IN = ("No GPU on this machine: the emulated machine stands in for one (what BAREGPU_EMULATE=1 selects); "
+            "--no-emulate skips it.")
 
 
 def _id(value: int | None) -> str:
@@ -347,13 +351,48 @@ def render(report: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None, system: System | None = None) -> int:
-    """Entry point: print the report; exit 0 whenever the probe itself ran (blocked devices included)."""
+    """Entry point: print the report, then bring up and check every device whose driver is built.
+
+    Exit status: 0 when the probe ran and every check passed (blocked devices included: they are reported,
+    not checked), 1 when a bring-up check failed, 2 for bad arguments. With no GPU on this machine the
+    emulated machine is probed and checked instead, unless --no-emulate. A `system` handed in (tests
+    describing a machine) is only reported on, never driven.
+    """
+    from drivers.emulation import emulated_system, emulated_vendors
     ap = argparse.ArgumentParser(prog="python -m tools.gpu_probe", description=__doc__.split("\n\n")[0])
     ap.add_argument("--json", action="store_true", help="print the report as JSON")
+    ap.add_argument("--no-check", action="store_true", help="only report what is there; open no device")
+    ap.add_argument("--emulate", action="store_true", help="probe the emulated machine (as BAREGPU_EMULATE=amd)")
+    ap.add_argument("--no-emulate", action="store_true", help="never stand the emulated machine in for a GPU")
     args = ap.parse_args(argv)
-    report = probe(system or LinuxSystem())
-    print(json.dumps(report, indent=2) if args.json else render(report))
-    return 0
+    chosen = system is None  # a system handed in (tests) describes a machine; only one chosen here is driven
+    emulated = chosen and (args.emulate or "amd" in emulated_vendors())
+    if system is None:
+        system = emulated_system("amd") if emulated else LinuxSystem()
+    report = probe(system)
+    texts = [render(report)]
+    if not report["summary"]["found_any"] and not emulated and not args.no_emulate and isinstance(system, LinuxSystem):
+        system, emulated = emulated_system("amd"), True
+        report = dict(probe(system), machine=report)  # the real machine's (empty) report stays in the JSON
+        texts += [STAND_IN, render(report)]
+    checks = run_checks(system, report) if chosen and not args.no_check else []
+    report["emulated"] = emulated
+    report["checks"] = [c.as_dict() for c in checks]
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        from tools.bringup import render as render_checks
+        print("\n".join(texts + render_checks(checks)))
+    return 0 if all(c.ok for c in checks) else 1
+
+
+def run_checks(system: System, report: dict[str, Any]) -> list[Any]:
+    """Bring up every device some built driver handles and nothing blocks (today: AMD through KFD)."""
+    from tools.bringup import check_amd
+    kfd = report.get("kfd")
+    if not kfd or kfd.get("blockers"):
+        return []
+    return [check_amd(system, i) for i in range(len(kfd.get("gpus", [])))]
 
 
 if __name__ == "__main__":

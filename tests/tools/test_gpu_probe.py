@@ -283,4 +283,34 @@ def test_mi300_style_accelerator_class_is_listed_and_json_is_stable(amd_kfd_mach
     report = json.loads(capsys.readouterr().out)
     assert [d["bdf"] for d in report["pci"]] == [AMD_BDF, "0000:c1:00.0"]
     assert [d["gfx"] for d in report["pci"]] == ["gfx1100", None]
-    assert list(report) == ["schema", "pci", "kfd", "nvidia", "kgsl", "usb", "summary"]
+    assert list(report) == ["schema", "pci", "kfd", "nvidia", "kgsl", "usb", "summary", "emulated", "checks"]
+
+
+def test_emulated_machine_is_brought_up_and_checked(capsys):
+    assert main(["--emulate"]) == 0
+    out = capsys.readouterr().out
+    assert "Bring-up AMD (gfx1100, emulated): OK" in out
+    for step in ("open", "memory", "copy", "kernel", "signal"):
+        assert f"ok  {step}" in out
+    assert main(["--emulate", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["emulated"] is True and [c["ok"] for c in report["checks"]] == [True]
+    assert [s["name"] for s in report["checks"][0]["steps"]] == ["open", "memory", "copy", "kernel", "signal"]
+
+
+def test_a_failing_bring_up_step_is_reported_and_stops_the_rest():
+    from emu.machine import emulated_system
+    from tools.bringup import check_amd, render
+    check = check_amd(emulated_system("amd", ("gfx1201",), vram_limit=1 << 20), 0)
+    assert not check.ok and check.target == "gfx1201"
+    assert [(s.name, s.ok) for s in check.steps] == [("open", True), ("memory", False)]
+    assert "OutOfMemoryError" in check.steps[1].detail
+    assert "FAIL memory" in "\n".join(render([check]))
+
+
+def test_no_check_opens_nothing_and_no_emulate_keeps_the_empty_report(capsys):
+    assert main(["--emulate", "--no-check", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["checks"] == []
+    assert main(["--no-emulate", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["emulated"] is False and "machine" not in report
