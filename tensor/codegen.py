@@ -128,8 +128,10 @@ class Builder:
         if key in self._memo:
             return self._memo[key]
         e = self._value(node, idx)
-        if self._uses.get(node.id, 0) > 1 and node.kind == "ewise" and node.dtype != dtypes.bool_:
-            e = self.k.var(e.dtype, e).value  # used more than once: computed once into a variable
+        if node.kind == "ewise" and node.dtype != dtypes.bool_:
+            # Every op's value goes into a variable: ops such as relu and maximum repeat their operands, and the
+            # printer and renderer walk expressions as trees, so nesting them unbound grows exponentially.
+            e = self.k.var(e.dtype, e).value
         self._memo[key] = e
         return e
 

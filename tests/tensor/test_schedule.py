@@ -85,3 +85,14 @@ def test_a_very_long_chain_is_cut_into_bounded_kernels(device):
     n = len(kernels(x))
     assert 600 // MAX_FUSED_DEPTH <= n <= 600 // MAX_FUSED_DEPTH + 1
     assert_matches(x.numpy(), want)
+
+
+def test_ops_that_repeat_their_operands_compile_in_linear_time(device):
+    """relu and maximum use their operand several times; unbound, 20 nested pairs took minutes to compile."""
+    x, b = Tensor(np.linspace(-4, 4, 8, dtype=np.float32), device), Tensor(np.ones(8, np.float32), device)
+    want = np.linspace(-4, 4, 8, dtype=np.float32)
+    for _ in range(20):
+        x = (x - 3).relu().maximum(b) + b
+        want = np.maximum(np.maximum(want - 3, 0), 1) + 1
+    assert len(kernels(x)) == 1
+    assert_matches(x.numpy(), want)

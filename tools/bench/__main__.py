@@ -7,7 +7,7 @@ import importlib
 import json
 import sys
 
-SUITES = ["allocator", "hcq_submit"]
+SUITES = ["allocator", "hcq_submit", "tensor"]
 
 
 def main(argv: list[str] | None = None) -> int:
