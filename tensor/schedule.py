@@ -42,26 +42,25 @@ def schedule(roots: list[LazyNode]) -> list[ScheduleItem]:
     i.kind == "kernel"]."""
     items: list[ScheduleItem] = []
     planned: set[int] = set()
-
-    def plan(node: LazyNode) -> None:
+    # An explicit stack, not a nested recursive function: that one kept a reference cycle (function <-> its cell)
+    # holding every planned node, so device buffers waited for the cyclic garbage collector.
+    stack: list[tuple[LazyNode, str]] = [(r, "") for r in reversed(roots)]
+    while stack:
+        node, kind = stack.pop()
+        if kind:  # its dependencies are planned: the node itself comes next
+            items.append(ScheduleItem(kind, node))
+            continue
         if node.realized or node.id in planned:
-            return
+            continue
         planned.add(node.id)
         if node.kind == "host":
             items.append(ScheduleItem("upload", node))
-            return
-        if node.kind == "view" and node.arg[0] == "reshape":  # row-major data reshapes for free
-            plan(node.srcs[0])
-            items.append(ScheduleItem("alias", node))
-            return
-        region = walk([node], stop=lambda n: n is not node and n.stored)
-        for n in region:
-            if n is not node and n.stored:
-                plan(n)
-        items.append(ScheduleItem("kernel", node))
-
-    for r in roots:
-        plan(r)
+        elif node.kind == "view" and node.arg[0] == "reshape":  # row-major data reshapes for free
+            stack += [(node, "alias"), (node.srcs[0], "")]
+        else:
+            region = walk([node], stop=lambda n: n is not node and n.stored)
+            stack.append((node, "kernel"))
+            stack += [(n, "") for n in reversed(region) if n is not node and n.stored]
     return items
 
 
