@@ -308,6 +308,9 @@ def _reduce_parts(node: LazyNode) -> tuple[str, tuple[int, ...], LazyNode, ir.DT
     if op == "sum":
         ident = ir.Const(0.0, acc_t) if acc_t.kind == "f" else ir.Const(0, ir.i32)
         return op, axes, src, acc_t, ident, lambda a, v: a + v
+    if op == "min":  # its own op, not -max(-x): negating -2**31 wraps in int32
+        ident = ir.Const(math.inf, acc_t) if acc_t.kind == "f" else ir.Const(ir.INT32_MAX, ir.i32)
+        return op, axes, src, acc_t, ident, lambda a, v: nan_max(a, v, ir.minimum)
     ident = ir.Const(-math.inf, acc_t) if acc_t.kind == "f" else ir.Const(ir.INT32_MIN, ir.i32)
     return op, axes, src, acc_t, ident, nan_max
 

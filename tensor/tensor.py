@@ -99,8 +99,9 @@ class Tensor:
         else:
             dt = dtypes.to_dtype(dtype)
         dev = DEVICES[device].name
-        store = arr.astype(dtypes.DTYPES[dt] if dt != dtypes.bool_ else np.int32)
-        self.node = LazyNode("host", arr.shape, dt, dev, arg=np.ascontiguousarray(store))
+        # A C-ordered private copy; unlike np.ascontiguousarray it keeps a 0-d array 0-d.
+        store = arr.astype(dtypes.DTYPES[dt] if dt != dtypes.bool_ else np.int32, order="C", copy=True)
+        self.node = LazyNode("host", arr.shape, dt, dev, arg=store)
 
     # --- creation ---
     @staticmethod
@@ -435,8 +436,8 @@ class Tensor:
         if not axes:
             out = self.cast(dtype)
         else:
-            if op == "max" and any(self.shape[a] == 0 for a in axes):
-                raise ValueError("max of an empty axis has no identity (numpy raises too)")
+            if op in ("max", "min") and any(self.shape[a] == 0 for a in axes):
+                raise ValueError(f"{op} of an empty axis has no identity (numpy raises too)")
             out = Tensor(LazyNode("reduce", kept, dtype, self.device, (self.node,), (op, axes)))
         if keepdims:
             return out
@@ -453,14 +454,16 @@ class Tensor:
     def min(self, axis: Any = None, keepdims: bool = False) -> "Tensor":
         if self.dtype == dtypes.bool_:
             return ~((~self).max(axis, keepdims))
-        return -((-self).max(axis, keepdims))
+        return self._reduce("min", axis, keepdims, self.dtype)
 
     def mean(self, axis: Any = None, keepdims: bool = False) -> "Tensor":
         axes = _normalize_axes(axis, self.ndim)
         count = prod(self.shape[a] for a in axes)
         dt = dtypes.float_result(self.dtype)
-        return self.cast(dt).sum(axis, keepdims) / float(count) if count else \
-            self.cast(dt).sum(axis, keepdims) * float("nan")
+        # float16 sums and divides in float32 as numpy does: the sum of a few large halves overflows float16
+        acc = dtypes.float32 if dt == dtypes.float16 else dt
+        total = self.cast(acc).sum(axis, keepdims)
+        return (total / float(count) if count else total * float("nan")).cast(dt)
 
     # --- matmul ---
     def matmul(self, other: "Tensor") -> "Tensor":
