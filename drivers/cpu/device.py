@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
+import threading
 from typing import Any
 
 from drivers.cpu.processor import CPUProcessor
@@ -38,7 +39,9 @@ class CPUDevice(Device):
         self.signals = SignalPool(sig_buf.va, sig_buf.va, sig_buf.size, self)
         self.programs: dict[int, Any] = {}
         self._handles = itertools.count(1)
-        self._engines = {name: CPUProcessor(name, self.programs, self._mapped, self.set_fault)
+        # The "interrupt": engines notify it after every signal write and fault, so a sleeping wait wakes at once.
+        self._irq = threading.Condition()
+        self._engines = {name: CPUProcessor(name, self.programs, self._mapped, self.set_fault, on_signal=self._interrupt)
                          for name in ("compute", "copy")}
         self._closed = False
 
@@ -106,6 +109,19 @@ class CPUDevice(Device):
 
     def set_fault(self, fault: DeviceFault) -> None:
         super().set_fault(fault)
+        self._interrupt()
+
+    def _interrupt(self) -> None:
+        with self._irq:
+            self._irq.notify_all()
+
+    def sleep_on_signal(self, signal: Signal, value: int, timeout_s: float) -> None:
+        """Sleep until an engine writes a signal (or faults), at most timeout_s."""
+        self.check()
+        with self._irq:  # checked under the lock the engines notify with: no write slips between check and wait
+            if signal.value < value:
+                self._irq.wait(timeout_s)
+        self.check()
 
     def close(self) -> None:
         """Stop the engines and release the memory arena."""

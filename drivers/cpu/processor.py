@@ -25,8 +25,10 @@ class CPUProcessor:
     """One engine of the CPU device (compute or copy), running in its own thread."""
 
     def __init__(self, name: str, programs: dict[int, Any], check_range: Callable[[int, int], bool],
-                 on_fault: Callable[[DeviceFault], None], submit_timeout: float = 10.0):
+                 on_fault: Callable[[DeviceFault], None], submit_timeout: float = 10.0,
+                 on_signal: Callable[[], None] = lambda: None):
         self.name = name
+        self.on_signal = on_signal  # after every signal write: wakes host waiters
         self.programs = programs
         self.check_range = check_range
         self.on_fault = on_fault
@@ -127,6 +129,7 @@ class CPUProcessor:
                 ctypes.c_uint64.from_address(f["signal"] + 8).value = time.perf_counter_ns()
                 if cmd.op == Op.SIGNAL:
                     word.value = f["value"]
+                    self.on_signal()
         elif cmd.op == Op.COPY:
             self._need(f["src"], f["size"], cmd)
             self._need(f["dst"], f["size"], cmd)

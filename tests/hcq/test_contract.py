@@ -6,6 +6,8 @@ loaded through `load_program`, which every driver provides.
 from __future__ import annotations
 
 import ctypes
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -98,6 +100,23 @@ def test_cross_queue_wait_orders_copy_after_compute(device):
     device.compute_queue().signal(gate, 1).submit(device)
     done.wait(1, timeout=10)
     assert bytes(dst.cpu_view()) == b"\x11" * 4096
+
+
+def test_a_sleeping_wait_wakes_when_the_device_writes_the_signal(device):
+    """One sleep_on_signal ends when the queue writes the signal (the driver's interrupt or event), not at the end
+    of a polling slice: host waits on a busy device cost no latency."""
+    gate, done = device.new_signal(0), device.new_signal(0)
+    device.compute_queue().wait(gate, 1).signal(done, 1).submit(device)
+    opener = threading.Timer(0.2, lambda: setattr(gate, "value", 1))  # opens the gate while the host sleeps
+    opener.start()
+    try:
+        start = time.monotonic()
+        device.sleep_on_signal(done, 1, 30.0)
+        waited = time.monotonic() - start
+    finally:
+        opener.join()
+    assert done.value == 1, f"the sleep ended after {waited:.3f} s before the signal was written"
+    assert waited < 15, f"the sleep ran {waited:.1f} s: the device's wake-up never came"
 
 
 @pytest.mark.parametrize("size,src_off,dst_off", [(1, 0, 0), (3, 1, 7), (4095, 5, 3), (65537, 13, 0), (0, 0, 0)])
