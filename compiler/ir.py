@@ -234,6 +234,22 @@ class Where(Expr):
 
 
 @dataclass(eq=False)
+class MulAdd(Expr):
+    """a * b + c on floats, which the target may fuse into one instruction with one rounding (as BLAS does):
+    for accumulations where speed matters more than bit-exactness with a separate multiply and add."""
+    a: Expr
+    b: Expr
+    c: Expr
+
+    def __post_init__(self) -> None:
+        if not self.a.dtype == self.b.dtype == self.c.dtype:
+            raise IRError(f"muladd: operand types differ ({self.a.dtype}, {self.b.dtype}, {self.c.dtype})")
+        if self.a.dtype.kind != "f":
+            raise IRError(f"muladd needs float operands, got {self.a.dtype}; use a * b + c for integers")
+        self.dtype = self.a.dtype
+
+
+@dataclass(eq=False)
 class Load(Expr):
     mem: "Memory"
     index: Expr
@@ -290,6 +306,15 @@ def where(c: Expr, a: ExprLike, b: ExprLike) -> Expr:
     else:
         like = f32 if isinstance(a, float) or isinstance(b, float) else i32
     return Where(_as_expr(c, "where"), lift(a, like), lift(b, like))
+
+
+def muladd(a: ExprLike, b: ExprLike, c: ExprLike) -> Expr:
+    """a * b + c, fusable (MulAdd) for floats; plain multiply and add for int32."""
+    ea = _as_expr(a, "muladd")
+    eb, ec = lift(b, ea.dtype), lift(c, ea.dtype)
+    if ea.dtype.kind != "f":
+        return ea * eb + ec
+    return MulAdd(ea, eb, ec)
 
 
 def exp2(a: ExprLike) -> Expr:
@@ -594,6 +619,8 @@ def children(e: Expr) -> tuple[Expr, ...]:
         return (e.a,)
     if isinstance(e, Where):
         return (e.cond, e.a, e.b)
+    if isinstance(e, MulAdd):
+        return (e.a, e.b, e.c)
     if isinstance(e, Load):
         return (e.index,)
     return ()

@@ -6,8 +6,9 @@ how a barrier looks, and what the module carries around the function.
 
 The host has no threads of its own: its kernel loops over workgroups and, inside each, runs the workgroup's
 threads one after another. A body with barriers is cut at the barriers into phases that each loop over all
-threads; uniform control flow around barriers (validated) stays outside the thread loops, and a variable
-used in more than one phase becomes an array with one slot per thread.
+threads; uniform control flow around barriers (validated) stays outside the thread loops, and so do loops with
+uniform bounds inside a phase, around the innermost (x) thread loop, which LLVM then vectorizes. A variable used
+in more than one of these thread loops becomes an array with one slot per thread.
 
 Names: user names are identifiers without dots, and every name this module makes has a dot in it
 (`%.t3`, `.loop4`, `%.var.acc`), so the two never collide.
@@ -144,6 +145,10 @@ class Renderer:
             return self.unop(e)
         if isinstance(e, ir.Cast):
             return self.cast(self.expr(e.a), e.a.dtype, e.dtype)
+        if isinstance(e, ir.MulAdd):  # llvm.fmuladd: fused where the target has FMA, else multiply then add
+            ty = _lt(e.dtype)
+            a, b, c = self.expr(e.a), self.expr(e.b), self.expr(e.c)
+            return self.call(ty, f"llvm.fmuladd.{SUFFIX[ty]}", f"{ty} {a}", f"{ty} {b}", f"{ty} {c}")
         if isinstance(e, ir.Where):
             c, a, b = self.expr(e.cond), self.expr(e.a), self.expr(e.b)
             t = self.tmp()
@@ -418,6 +423,61 @@ def split_phases(body: list) -> list[PhaseItem]:
     return items
 
 
+@dataclass
+class RowRange:
+    """A loop with uniform bounds at the top level of a phase, run around the innermost (x) thread loop."""
+    stmt: ir.Range
+    items: list
+
+
+RowItem = Union[list, RowRange]
+
+
+def is_uniform(e: ir.Expr) -> bool:
+    """True when e is the same in every thread of a workgroup by construction: constants, workgroup ids and
+    kernel parameters combined by arithmetic (no local ids, variables or loads)."""
+    return all(isinstance(x, (ir.Const, ir.ScalarParam, ir.BinOp, ir.UnOp, ir.Cast, ir.Where, ir.MulAdd))
+               or (isinstance(x, ir.Special) and x.kind != "lid") for x in ir.subexprs(e))
+
+
+def split_rows(stmts: list) -> list[RowItem]:
+    """A phase's statements as runs of statements (each looped over x) and uniform loops around such runs.
+
+    Threads of one phase are independent (sharing data without a barrier is a race on any GPU), so their order is
+    free: running a uniform loop outside the x loop rather than inside it makes the x loop innermost, where LLVM
+    vectorizes across threads and keeps a row of per-thread accumulators in registers for the whole loop (the
+    register-blocked matmul: neighbouring threads read neighbouring words)."""
+    items: list[RowItem] = []
+    run: list = []
+    for st in stmts:
+        if isinstance(st, ir.Range) and is_uniform(st.start) and is_uniform(st.end):
+            if run:
+                items.append(run)
+                run = []
+            items.append(RowRange(st, split_rows(st.body)))
+        else:
+            run.append(st)
+    if run:
+        items.append(run)
+    return items
+
+
+def _row_runs(items: list[RowItem]) -> list[list]:
+    """Every run of statements in a phase's row items, nested loops included."""
+    out: list[list] = []
+    for it in items:
+        out += _row_runs(it.items) if isinstance(it, RowRange) else [it]
+    return out
+
+
+def _row_loops(items: list[RowItem]) -> list[ir.Var]:
+    out: list[ir.Var] = []
+    for it in items:
+        if isinstance(it, RowRange):
+            out += [it.stmt.var] + _row_loops(it.items)
+    return out
+
+
 def _vars_in(stmts: list) -> set[ir.Var]:
     found: set[ir.Var] = set()
     for s in stmts:
@@ -442,9 +502,12 @@ def per_thread_vars(items: list[PhaseItem]) -> set[ir.Var]:
     def scan(items: list[PhaseItem]) -> None:
         for it in items:
             if isinstance(it, Phase):
-                phase_no[0] += 1
-                for v in _vars_in(it.stmts):
-                    contexts.setdefault(v, set()).add(phase_no[0])
+                rows = split_rows(it.stmts)
+                uniform_loops.update(_row_loops(rows))  # a row loop's counter is one per row of threads
+                for run in _row_runs(rows):  # each run of statements is its own x loop
+                    phase_no[0] += 1
+                    for v in _vars_in(run):
+                        contexts.setdefault(v, set()).add(phase_no[0])
             else:
                 exprs = [it.stmt.cond] if isinstance(it, UniformIf) else [it.stmt.start, it.stmt.end]
                 for e in exprs:
@@ -518,19 +581,30 @@ class HostRenderer(Renderer):
         self.emit(f"store i32 0, ptr {ptr}")
         self.counted_loop(ptr, count, 1, body)
 
-    def thread_loop(self, body: Callable[[], None]) -> None:
+    def x_loop(self, stmts: list) -> None:
         def run() -> None:
             self.in_thread = True
-            body()
+            self.stmts(stmts)
             self.in_thread = False
+        self.counted("%.lid0", str(self.k.local_size[0]), run)
+
+    def row(self, items: list[RowItem]) -> None:
+        for it in items:
+            if isinstance(it, RowRange):
+                self.range(it.stmt, lambda it=it: self.row(it.items))
+            else:
+                self.x_loop(it)
+
+    def thread_loop(self, stmts: list) -> None:
+        """Every thread of the workgroup runs stmts: z and y loops outside, uniform loops, then x innermost."""
+        rows = split_rows(stmts)
         ls = self.k.local_size
-        self.counted("%.lid2", str(ls[2]), lambda: self.counted("%.lid1", str(ls[1]),
-                                                                lambda: self.counted("%.lid0", str(ls[0]), run)))
+        self.counted("%.lid2", str(ls[2]), lambda: self.counted("%.lid1", str(ls[1]), lambda: self.row(rows)))
 
     def run_items(self, items: list[PhaseItem]) -> None:
         for it in items:
             if isinstance(it, Phase):
-                self.thread_loop(lambda it=it: self.stmts(it.stmts))
+                self.thread_loop(it.stmts)
             elif isinstance(it, UniformIf):
                 self.if_(it.stmt.cond, lambda it=it: self.run_items(it.items))
             else:

@@ -20,6 +20,8 @@ def expr(e: ir.Expr) -> str:
         return f"(cast {e.dtype.name} {expr(e.a)})"
     if isinstance(e, ir.Where):
         return f"(where {expr(e.cond)} {expr(e.a)} {expr(e.b)})"
+    if isinstance(e, ir.MulAdd):
+        return f"(muladd {expr(e.a)} {expr(e.b)} {expr(e.c)})"
     if isinstance(e, ir.Load):
         return f"{e.mem.name}[{expr(e.index)}]"
     if isinstance(e, ir.VarRef):

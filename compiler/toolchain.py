@@ -20,6 +20,12 @@ class ToolchainError(RuntimeError):
     """LLVM rejected the kernel or a tool is missing; the message says which and what to install."""
 
 
+def host_features() -> set[str]:
+    """The host CPU's LLVM feature names that are on, e.g. {'avx2', 'fma', ...}."""
+    flat = _llvm().get_host_cpu_features().flatten()
+    return {f[1:] for f in flat.split(",") if f.startswith("+")}
+
+
 @lru_cache(maxsize=None)
 def _llvm() -> Any:
     import llvmlite.binding as llvm

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Callable
 
-from compiler.ir import (DType, Kernel, bool_, exp2, f16, f32, i32, log2, maximum, minimum, sin, sqrt, where)
+from compiler.ir import (DType, Kernel, bool_, exp2, f16, f32, i32, log2, maximum, minimum, muladd, sin, sqrt,
+                         where)
 
 
 def elementwise(name: str, dtype: DType, fn: Callable, local: int = 64) -> Kernel:
@@ -59,7 +60,7 @@ def matmul(tile: int = 8, dtype: DType = f32) -> Kernel:
         Bs[ty * tile + tx] = where(in_b, B[where(in_b, kb * N + col, 0)], 0)
         k.barrier()
         with k.range(0, tile) as kk:
-            acc.set(acc + As[ty * tile + kk] * Bs[kk * tile + tx])
+            acc.set(muladd(As[ty * tile + kk], Bs[kk * tile + tx], acc))  # fused on floats where the target can
         k.barrier()
     with k.if_((row < M) & (col < N)):
         C[row * N + col] = acc

@@ -7,7 +7,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from compiler import KernelCache, compile_kernel
-from compiler.ir import (IRError, Kernel, bool_, exp2, f16, f32, i32, log2, maximum, minimum, sin, sqrt, where)
+from compiler.ir import (IRError, Kernel, bool_, exp2, f16, f32, i32, log2, maximum, minimum, muladd, sin, sqrt,
+                         where)
+from compiler.llvm_render import RowRange, split_rows
+from compiler.toolchain import host_features
 from sample_kernels import elementwise, matmul, row_sum
 
 
@@ -183,6 +186,60 @@ def test_uniform_control_flow_around_barriers_and_values_across_them(cache):
     for w in range(2):
         expect[w * 16:(w + 1) * 16] = np.roll(src_[w * 16:(w + 1) * 16], -5) + 5
     np.testing.assert_array_equal(dst_, expect)
+
+
+def test_muladd_fuses_on_floats_and_is_exact_on_int32(cache):
+    """a * b + c: one rounding where the host has FMA (as BLAS), never worse than multiply-then-add; int32 wraps."""
+    ck = compile_kernel(elementwise("fma", f32, lambda x, y: muladd(x, y, -1.0)), "host", cache)
+    x = np.float32(1 + 2 ** -12)
+    a = np.full(8, x, np.float32)
+    out = np.zeros(8, np.float32)
+    ck(a, a, out, 8, global_size=(1, 1, 1))
+    exact = float(x) * float(x) - 1.0  # 2**-11 + 2**-24: the 2**-24 is lost when the product is rounded first
+    separate = np.float32(x * x) - np.float32(1)
+    assert separate != np.float32(exact)
+    if "fma" in host_features():
+        assert out[0] == np.float32(exact), "the host has FMA: a * b + c is rounded once"
+    else:
+        assert out[0] == separate
+    cki = compile_kernel(elementwise("imad", i32, lambda x, y: muladd(x, y, 7)), "host", cache)
+    ai = np.array([40000, -3, 2 ** 31 - 1], np.int32)
+    outi = np.zeros(3, np.int32)
+    cki(ai, ai, outi, 3, global_size=(1, 1, 1))
+    np.testing.assert_array_equal(outi, ai * ai + np.int32(7))
+
+
+def test_uniform_loops_run_around_the_x_thread_loop(cache):
+    """A loop with uniform bounds inside a phase runs around the innermost thread loop (so the host vectorizes
+    across threads); per-thread values that live across it are kept per thread, and a loop whose bounds depend
+    on the thread stays inside."""
+    k = Kernel("rows", local_size=(8, 4, 1))
+    src, dst = k.buffer("src", f32), k.buffer("dst", f32, writable=True)
+    n = k.scalar("n")
+    g = k.global_id(1) * 8 + k.local_id(0)
+    acc = k.var(f32, src[g], "acc")  # set before the loop, updated in it, read after it
+    with k.range(0, n) as i:  # uniform: a kernel argument
+        step = k.var(f32, acc.value * 0.5, "step")  # lives within one iteration
+        with k.range(0, 3) as j:  # nested uniform loop
+            acc.set(acc.value + step.value + (i * 3 + j).cast(f32))
+    tail = k.var(f32, 0.0, "tail")
+    with k.range(0, k.local_id(0)) as r:  # bounds differ per thread: not hoisted
+        tail.set(tail.value + r.cast(f32))
+    dst[g] = acc.value + tail.value
+    rows = split_rows(k.body)
+    assert [type(r).__name__ for r in rows] == ["list", "RowRange", "list"]
+    assert isinstance(rows[1].items[1], RowRange), "the nested uniform loop is hoisted too"
+    ck = compile_kernel(k, "host", cache)
+    src_ = np.arange(64, dtype=np.float32)
+    dst_ = np.zeros(64, np.float32)
+    ck(src_, dst_, 5, global_size=(1, 2, 1))
+    expect = src_.astype(np.float64)
+    for i in range(5):
+        step = expect * 0.5
+        for j in range(3):
+            expect = expect + step + (i * 3 + j)
+    tid = np.arange(64) % 8
+    np.testing.assert_allclose(dst_, expect + tid * (tid - 1) / 2, rtol=1e-6)
 
 
 def test_buffers_may_alias_for_in_place_kernels(cache):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from compiler import compile_kernel
-from compiler.ir import IRError, Kernel, bool_, f16, f32, i32, maximum, sqrt, where
+from compiler.ir import IRError, Kernel, MulAdd, bool_, f16, f32, i32, maximum, muladd, sqrt, where
 from sample_kernels import elementwise, matmul, row_sum
 
 
@@ -55,6 +55,20 @@ def test_operand_type_mismatch_names_the_op_and_both_types():
         n + 0.5
     with pytest.raises(IRError, match="sqrt needs a float operand, got int32"):
         sqrt(n)
+
+
+def test_muladd_is_typed_and_printed():
+    k = Kernel("m")
+    a, h, n = k.buffer("a", f32), k.buffer("h", f16), k.scalar("n")
+    e = muladd(a[0], 2, a[1])  # numbers take the first operand's type
+    assert isinstance(e, MulAdd) and e.dtype == f32
+    assert muladd(h[0], h[1], 1.5).dtype == f16
+    assert not isinstance(muladd(n, n, 1), MulAdd) and muladd(n, n, 1).dtype == i32  # int32: multiply, then add
+    with pytest.raises(IRError, match=r"muladd: operand types differ \(float32, float32, float16\)"):
+        MulAdd(a[0], a[1], h[0])
+    out = k.buffer("out", f32, writable=True)
+    out[0] = e
+    assert "out[0:int32] = (muladd a[0:int32] 2.0:float32 a[1:int32])" in k.canonical()
 
 
 def test_division_operators_are_typed():
