@@ -10,7 +10,8 @@ as int32 0/1; integer sums stay int32 (numpy would widen to int64).
 from __future__ import annotations
 
 import math
-from typing import Any
+from functools import reduce
+from typing import Any, Callable, Optional
 
 from compiler import ir
 from tensor import dtypes
@@ -19,9 +20,12 @@ from tensor.lazy import LazyNode, prod, walk
 EWISE_LOCAL = 64  # threads per workgroup for elementwise kernels
 REDUCE_LOCAL = 64  # threads that share one output of a reduction (a power of two: tree reduction)
 SERIAL_REDUCE = 32  # reductions of fewer elements than this run one thread per output
-# Large matmuls: (BM, BN, BK, VM, VN) = a 64 x 64 block of C per workgroup of 64 x 16 threads, K staged 16 at a
-# time, 4 rows per thread (measured best of the shapes tried on the host build; tools.bench reports GFLOPS).
+# Large matmuls: (BM, BN, BK, VM, VN) = a BM x BN block of C per workgroup of (BN/VN) x (BM/VM) threads, K staged
+# BK at a time, VM x VN outputs per thread. GPUs: 64 x 64 blocks, 4 rows per thread. The host: a row of 32 threads
+# is four 8-wide vectors, and its 2 rows of accumulators (8 AVX registers) stay in registers across the BK loop;
+# the best of the shapes measured with tools.bench (2 to 3x the GPU shape there).
 BIG_TILES = (64, 64, 16, 4, 1)
+HOST_TILES = (64, 32, 32, 2, 1)
 TILE = 16  # matmul tile edge: (TILE, TILE) threads, two TILE x TILE tiles in local memory
 
 LOG2E, LN2, HALF_PI = 1.4426950408889634, 0.6931471805599453, math.pi / 2
@@ -372,15 +376,15 @@ def reduce_kernel(node: LazyNode) -> tuple[ir.Kernel, list[LazyNode], tuple[int,
     return k, b.inputs, (n_out, 1, 1)
 
 
-def matmul_tiles(M: int, N: int) -> tuple[int, int, int, int, int]:
+def matmul_tiles(M: int, N: int, host: bool = False) -> tuple[int, int, int, int, int]:
     """(BM, BN, BK, VM, VN): a BM x BN block of C per workgroup, K walked BK at a time, each thread computing a
     VM x VN block of it in registers. Small outputs take small tiles so few threads idle."""
     if M * N >= 64 * 64:
-        return BIG_TILES
+        return HOST_TILES if host else BIG_TILES
     return TILE, TILE, TILE, 1, 1
 
 
-def matmul_kernel(node: LazyNode) -> tuple[ir.Kernel, list[LazyNode], tuple[int, int, int]]:
+def matmul_kernel(node: LazyNode, host: bool = False) -> tuple[ir.Kernel, list[LazyNode], tuple[int, int, int]]:
     """C[..., M, N] = A[..., M, K] @ B[..., K, N]: a tile of C per workgroup, the K axis walked in tiles staged
     through local memory, and a register block of C per thread; A and B are read through their views and fused
     producers, so transposes and elementwise inputs cost no extra pass."""
@@ -388,7 +392,7 @@ def matmul_kernel(node: LazyNode) -> tuple[ir.Kernel, list[LazyNode], tuple[int,
     *batch, M, K = a.shape
     N = bn.shape[-1]
     batch = tuple(batch)
-    BM, BN, BK, VM, VN = matmul_tiles(M, N)
+    BM, BN, BK, VM, VN = matmul_tiles(M, N, host)
     TX, TY = BN // VN, BM // VM
     threads = TX * TY
     acc_t = ir.f32 if node.dtype == dtypes.float16 else dtypes.storage(node.dtype)
@@ -404,22 +408,45 @@ def matmul_kernel(node: LazyNode) -> tuple[ir.Kernel, list[LazyNode], tuple[int,
     acc = [[k.var(acc_t, 0, f"acc{i}_{j}") for j in range(VN)] for i in range(VM)]
     zero = ir.Const(0.0, acc_t) if acc_t.kind == "f" else ir.Const(0, ir.i32)
 
-    def load(node_: LazyNode, ok: ir.Expr, i: ir.Expr, j: ir.Expr) -> ir.Expr:
+    def load(node_: LazyNode, ok: Optional[ir.Expr], i: ir.Expr, j: ir.Expr) -> ir.Expr:
+        if ok is None:  # the tiles divide the matrix: every read is in bounds
+            v = b.value(node_, bidx + (i, j))
+            return v.cast(acc_t) if v.dtype != acc_t else v
         v = b.value(node_, bidx + (ir.where(ok, i, 0), ir.where(ok, j, 0)))
         v = v.cast(acc_t) if v.dtype != acc_t else v
         return ir.where(ok, v, zero)
+
+    def stage(tile: ir.Memory, H: int, W: int, read: Callable[[ir.Expr, ir.Expr], ir.Expr]) -> None:
+        """tile[r * W + c] = read(r, c) for the H x W tile, the work spread over the workgroup's threads."""
+        if W % TX == 0:  # rows of threads across the tile's columns: neighbouring threads read neighbouring words
+            for rr in range(cdiv(H, TY)):
+                for cc in range(W // TX):
+                    r, c = ty + rr * TY, tx + cc * TX
+                    if (rr + 1) * TY <= H:
+                        tile[r * W + c] = read(r, c)
+                    else:
+                        with k.if_(r < H):
+                            tile[r * W + c] = read(r, c)
+            return
+        for part in range(cdiv(H * W, threads)):  # the tile as one flat run of elements, a few per thread
+            e = tid + part * threads
+            r, c = e // W, e % W
+            if (part + 1) * threads <= H * W:
+                tile[e] = read(r, c)
+            else:
+                with k.if_(e < H * W):
+                    tile[e] = read(r, c)
+
+    def in_bounds(checks: list[tuple[bool, ir.Expr]]) -> Optional[ir.Expr]:
+        """The bounds condition, or None when the tile sizes divide the matrix (known when the kernel is built)."""
+        conds = [c for needed, c in checks if needed]
+        return reduce(lambda x, y: x & y, conds) if conds else None
     with k.range(0, cdiv(K, BK)) as kt:
         k0 = kt * BK
-        for part in range(cdiv(BM * BK, threads)):  # every thread stages a few elements of each tile
-            e = tid + part * threads
-            r, c = e // BK, e % BK
-            with k.if_(e < BM * BK):
-                As[e] = load(a, ((row0 + r) < M) & ((k0 + c) < K), row0 + r, k0 + c)
-        for part in range(cdiv(BK * BN, threads)):
-            e = tid + part * threads
-            r, c = e // BN, e % BN
-            with k.if_(e < BK * BN):
-                Bs[e] = load(bn, ((k0 + r) < K) & ((col0 + c) < N), k0 + r, col0 + c)
+        stage(As, BM, BK, lambda r, c: load(a, in_bounds([(M % BM != 0, (row0 + r) < M), (K % BK != 0, (k0 + c) < K)]),
+                                            row0 + r, k0 + c))
+        stage(Bs, BK, BN, lambda r, c: load(bn, in_bounds([(K % BK != 0, (k0 + r) < K), (N % BN != 0, (col0 + c) < N)]),
+                                            k0 + r, col0 + c))
         k.barrier()
         with k.range(0, BK) as kk:
             # Each staged value is read once into a register and used VN (or VM) times.
@@ -429,21 +456,28 @@ def matmul_kernel(node: LazyNode) -> tuple[ir.Kernel, list[LazyNode], tuple[int,
             bv = [k.var(acc_t, Bs[kk * BN + tx + j * TX], f"b{j}").value for j in range(VN)]
             for i in range(VM):
                 for j in range(VN):
-                    acc[i][j].set(acc[i][j].value + av[i] * bv[j])
+                    acc[i][j].set(ir.muladd(av[i], bv[j], acc[i][j].value))  # fused where the target has FMA
         k.barrier()
     base = _mul(k.workgroup_id(2), M * N) if batch else _c(0)
     for i in range(VM):
         for j in range(VN):
             row, col = row0 + ty + i * TY, col0 + tx + j * TX
-            with k.if_((row < M) & (col < N)):
-                v = acc[i][j].value
-                out[_add(base, row * N + col)] = v.cast(out_t) if acc_t != out_t else v
+            v = acc[i][j].value
+            v = v.cast(out_t) if acc_t != out_t else v
+            ok = in_bounds([(M % BM != 0, row < M), (N % BN != 0, col < N)])
+            if ok is None:
+                out[_add(base, row * N + col)] = v
+            else:
+                with k.if_(ok):
+                    out[_add(base, row * N + col)] = v
     return k, b.inputs, (cdiv(N, BN), cdiv(M, BM), max(1, prod(batch)))
 
 
-def kernel_for(node: LazyNode) -> tuple[ir.Kernel, list[LazyNode], tuple[int, int, int]]:
+def kernel_for(node: LazyNode, host: bool = False) -> tuple[ir.Kernel, list[LazyNode], tuple[int, int, int]]:
+    """The kernel that computes node: (kernel, input nodes in parameter order, grid). host picks the shapes that
+    suit a CPU build (its thread loops vectorize) over those that suit a GPU."""
     if node.kind == "reduce":
         return reduce_kernel(node)
     if node.kind == "matmul":
-        return matmul_kernel(node)
+        return matmul_kernel(node, host)
     return elementwise_kernel(node)

@@ -79,7 +79,7 @@ def run(items: list[ScheduleItem], devices: Any) -> None:
         sig, inputs = signature(node)
         built = rt.kernels.get(sig)
         if built is None:  # a new kind of kernel: build its IR, compile (or load from the disk cache) and load it
-            kernel, order, grid = kernel_for(node)
+            kernel, order, grid = kernel_for(node, host=rt.target == "host")
             assert [n.id for n in order] == [n.id for n in inputs], "kernel parameters out of region order"
             built = rt.kernels[sig] = (rt.program(kernel), kernel.local_size, grid, kernel.name)
         prog, local, grid, name = built
