@@ -430,31 +430,55 @@ class RowRange:
     items: list
 
 
-RowItem = Union[list, RowRange]
+@dataclass
+class RowIf:
+    """An if with a uniform condition at the top level of a phase, taken once around the x thread loop."""
+    stmt: ir.If
+    items: list
 
 
-def is_uniform(e: ir.Expr) -> bool:
-    """True when e is the same in every thread of a workgroup by construction: constants, workgroup ids and
-    kernel parameters combined by arithmetic (no local ids, variables or loads)."""
+RowItem = Union[list, RowRange, RowIf]
+
+
+def is_uniform(e: ir.Expr, uniform_vars: frozenset = frozenset()) -> bool:
+    """True when e is the same in every thread of a workgroup by construction: constants, workgroup ids, kernel
+    parameters and counters of uniform loops, combined by arithmetic (no local ids, other variables or loads)."""
     return all(isinstance(x, (ir.Const, ir.ScalarParam, ir.BinOp, ir.UnOp, ir.Cast, ir.Where, ir.MulAdd))
-               or (isinstance(x, ir.Special) and x.kind != "lid") for x in ir.subexprs(e))
+               or (isinstance(x, ir.Special) and x.kind != "lid")
+               or (isinstance(x, ir.VarRef) and x.var in uniform_vars) for x in ir.subexprs(e))
 
 
-def split_rows(stmts: list) -> list[RowItem]:
-    """A phase's statements as runs of statements (each looped over x) and uniform loops around such runs.
+def uniform_counters(items: list[PhaseItem]) -> frozenset:
+    """The counters of the loops around barriers: the same in every thread wherever they can be read."""
+    out: set[ir.Var] = set()
+    for it in items:
+        if isinstance(it, UniformRange):
+            out.add(it.stmt.var)
+        if not isinstance(it, Phase):
+            out |= uniform_counters(it.items)
+    return frozenset(out)
+
+
+def split_rows(stmts: list, uniform_vars: frozenset = frozenset()) -> list[RowItem]:
+    """A phase's statements as runs of statements (each looped over x) and the uniform loops and ifs around them.
 
     Threads of one phase are independent (sharing data without a barrier is a race on any GPU), so their order is
     free: running a uniform loop outside the x loop rather than inside it makes the x loop innermost, where LLVM
     vectorizes across threads and keeps a row of per-thread accumulators in registers for the whole loop (the
-    register-blocked matmul: neighbouring threads read neighbouring words)."""
+    register-blocked matmul: neighbouring threads read neighbouring words); a uniform if is decided once per row."""
     items: list[RowItem] = []
     run: list = []
     for st in stmts:
-        if isinstance(st, ir.Range) and is_uniform(st.start) and is_uniform(st.end):
+        if isinstance(st, ir.Range) and is_uniform(st.start, uniform_vars) and is_uniform(st.end, uniform_vars):
             if run:
                 items.append(run)
                 run = []
-            items.append(RowRange(st, split_rows(st.body)))
+            items.append(RowRange(st, split_rows(st.body, uniform_vars | {st.var})))
+        elif isinstance(st, ir.If) and is_uniform(st.cond, uniform_vars):
+            if run:
+                items.append(run)
+                run = []
+            items.append(RowIf(st, split_rows(st.body, uniform_vars)))
         else:
             run.append(st)
     if run:
@@ -463,10 +487,10 @@ def split_rows(stmts: list) -> list[RowItem]:
 
 
 def _row_runs(items: list[RowItem]) -> list[list]:
-    """Every run of statements in a phase's row items, nested loops included."""
+    """Every run of statements in a phase's row items, nested loops and ifs included."""
     out: list[list] = []
     for it in items:
-        out += _row_runs(it.items) if isinstance(it, RowRange) else [it]
+        out += _row_runs(it.items) if isinstance(it, (RowRange, RowIf)) else [it]
     return out
 
 
@@ -475,6 +499,8 @@ def _row_loops(items: list[RowItem]) -> list[ir.Var]:
     for it in items:
         if isinstance(it, RowRange):
             out += [it.stmt.var] + _row_loops(it.items)
+        elif isinstance(it, RowIf):
+            out += _row_loops(it.items)
     return out
 
 
@@ -497,12 +523,13 @@ def per_thread_vars(items: list[PhaseItem]) -> set[ir.Var]:
     Loop counters of uniform loops are never among them: they live once per workgroup."""
     contexts: dict[ir.Var, set[int]] = {}
     uniform_loops: set[ir.Var] = set()
+    counters = uniform_counters(items)
     phase_no = [0]
 
     def scan(items: list[PhaseItem]) -> None:
         for it in items:
             if isinstance(it, Phase):
-                rows = split_rows(it.stmts)
+                rows = split_rows(it.stmts, counters)
                 uniform_loops.update(_row_loops(rows))  # a row loop's counter is one per row of threads
                 for run in _row_runs(rows):  # each run of statements is its own x loop
                     phase_no[0] += 1
@@ -529,6 +556,7 @@ class HostRenderer(Renderer):
         super().__init__(k)
         self.phases = split_phases(k.body)
         self.per_thread = per_thread_vars(self.phases)
+        self.uniform_vars = uniform_counters(self.phases)
         self.in_thread = False
         for kind in ("wg", "lid"):
             for d in range(3):
@@ -592,12 +620,14 @@ class HostRenderer(Renderer):
         for it in items:
             if isinstance(it, RowRange):
                 self.range(it.stmt, lambda it=it: self.row(it.items))
+            elif isinstance(it, RowIf):
+                self.if_(it.stmt.cond, lambda it=it: self.row(it.items))
             else:
                 self.x_loop(it)
 
     def thread_loop(self, stmts: list) -> None:
-        """Every thread of the workgroup runs stmts: z and y loops outside, uniform loops, then x innermost."""
-        rows = split_rows(stmts)
+        """Every thread of the workgroup runs stmts: z and y loops outside, uniform loops and ifs, x innermost."""
+        rows = split_rows(stmts, self.uniform_vars)
         ls = self.k.local_size
         self.counted("%.lid2", str(ls[2]), lambda: self.counted("%.lid1", str(ls[1]), lambda: self.row(rows)))
 

@@ -437,16 +437,30 @@ def matmul_kernel(node: LazyNode, host: bool = False) -> tuple[ir.Kernel, list[L
                 with k.if_(e < H * W):
                     tile[e] = read(r, c)
 
-    def in_bounds(checks: list[tuple[bool, ir.Expr]]) -> Optional[ir.Expr]:
-        """The bounds condition, or None when the tile sizes divide the matrix (known when the kernel is built)."""
+    def in_bounds(checks: list[tuple[bool, ir.Expr]], join: Callable = lambda x, y: x & y) -> Optional[ir.Expr]:
+        """The conditions that are needed, joined (and by default), or None when the tile sizes divide the matrix
+        (known when the kernel is built)."""
         conds = [c for needed, c in checks if needed]
-        return reduce(lambda x, y: x & y, conds) if conds else None
+        return reduce(join, conds) if conds else None
+    def stage_checked(tile: ir.Memory, H: int, W: int, src: LazyNode, r0: ir.Expr, c0: ir.Expr, rows: int,
+                      cols: int) -> None:
+        """Stage src[r0:r0+H, c0:c0+W] (zeros past rows x cols): tiles wholly inside take a path without bounds
+        checks, decided once per tile (a uniform branch); only edge tiles check every element."""
+        edge = in_bounds([(rows % H != 0, r0 + H > rows), (cols % W != 0, c0 + W > cols)], lambda x, y: x | y)
+        def fast(r: ir.Expr, c: ir.Expr) -> ir.Expr:
+            return load(src, None, r0 + r, c0 + c)
+        if edge is None:
+            stage(tile, H, W, fast)
+            return
+        checks = lambda r, c: in_bounds([(rows % H != 0, (r0 + r) < rows), (cols % W != 0, (c0 + c) < cols)])  # noqa: E731
+        with k.if_(~edge):
+            stage(tile, H, W, fast)
+        with k.if_(edge):
+            stage(tile, H, W, lambda r, c: load(src, checks(r, c), r0 + r, c0 + c))
     with k.range(0, cdiv(K, BK)) as kt:
         k0 = kt * BK
-        stage(As, BM, BK, lambda r, c: load(a, in_bounds([(M % BM != 0, (row0 + r) < M), (K % BK != 0, (k0 + c) < K)]),
-                                            row0 + r, k0 + c))
-        stage(Bs, BK, BN, lambda r, c: load(bn, in_bounds([(K % BK != 0, (k0 + r) < K), (N % BN != 0, (col0 + c) < N)]),
-                                            k0 + r, col0 + c))
+        stage_checked(As, BM, BK, a, row0, k0, M, K)
+        stage_checked(Bs, BK, BN, bn, k0, col0, K, N)
         k.barrier()
         with k.range(0, BK) as kk:
             # Each staged value is read once into a register and used VN (or VM) times.

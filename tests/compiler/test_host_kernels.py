@@ -222,12 +222,16 @@ def test_uniform_loops_run_around_the_x_thread_loop(cache):
         step = k.var(f32, acc.value * 0.5, "step")  # lives within one iteration
         with k.range(0, 3) as j:  # nested uniform loop
             acc.set(acc.value + step.value + (i * 3 + j).cast(f32))
+    with k.if_(k.workgroup_id(1) < 1):  # uniform: decided once per row of threads
+        acc.set(acc.value + 1000.0)
     tail = k.var(f32, 0.0, "tail")
     with k.range(0, k.local_id(0)) as r:  # bounds differ per thread: not hoisted
         tail.set(tail.value + r.cast(f32))
+    with k.if_(k.local_id(0) < 2):  # differs per thread: stays inside the x loop
+        tail.set(tail.value - 0.5)
     dst[g] = acc.value + tail.value
     rows = split_rows(k.body)
-    assert [type(r).__name__ for r in rows] == ["list", "RowRange", "list"]
+    assert [type(r).__name__ for r in rows] == ["list", "RowRange", "RowIf", "list"]
     assert isinstance(rows[1].items[1], RowRange), "the nested uniform loop is hoisted too"
     ck = compile_kernel(k, "host", cache)
     src_ = np.arange(64, dtype=np.float32)
@@ -239,7 +243,8 @@ def test_uniform_loops_run_around_the_x_thread_loop(cache):
         for j in range(3):
             expect = expect + step + (i * 3 + j)
     tid = np.arange(64) % 8
-    np.testing.assert_allclose(dst_, expect + tid * (tid - 1) / 2, rtol=1e-6)
+    expect[:32] += 1000.0
+    np.testing.assert_allclose(dst_, expect + tid * (tid - 1) / 2 - 0.5 * (tid < 2), rtol=1e-6)
 
 
 def test_buffers_may_alias_for_in_place_kernels(cache):
