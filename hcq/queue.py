@@ -156,19 +156,34 @@ class HWQueue(ABC):
     # --- replay machinery ---
     def apply(self, values: dict[str, int]) -> None:
         """Write each Var's value into every place it was recorded."""
-        for p in self.patches:
-            v = (values[p.var.name] + p.var.offset) >> p.shift
-            if p.truncate:
-                v &= (1 << p.bits) - 1
-            words = self.streams[p.stream]
-            if p.bits == 32:
-                if not 0 <= v < 1 << 32:
-                    raise QueueBuildError(f"{p.var.name}={v:#x} does not fit the 32-bit field it patches")
-                words[p.index] = v
+        if self._plan_len != len(self.patches):
+            self._plan = self._patch_plan()
+            self._plan_len = len(self.patches)
+        for name, offset, shift, bits, truncate, stream, indices in self._plan:
+            v = (values[name] + offset) >> shift  # once per distinct field, however many places it goes
+            if truncate:
+                v &= (1 << bits) - 1
+            if not 0 <= v < 1 << bits:
+                raise QueueBuildError(f"{name}={v:#x} does not fit the {bits}-bit field it patches")
+            words = self.streams[stream]
+            if bits == 32:
+                for i in indices:
+                    words[i] = v
             else:
-                if not 0 <= v < 1 << 64:
-                    raise QueueBuildError(f"{p.var.name}={v:#x} does not fit the 64-bit field it patches")
-                words[p.index], words[p.index + 1] = v & 0xFFFFFFFF, v >> 32
+                lo, hi = v & 0xFFFFFFFF, v >> 32
+                for i in indices:
+                    words[i] = lo
+                    words[i + 1] = hi
+
+    _plan_len = 0
+    _plan: list = []
+
+    def _patch_plan(self) -> list:
+        """The patches grouped by what they write: (var, offset, shift, bits, truncate, stream) -> word indices."""
+        groups: dict[tuple, list[int]] = {}
+        for p in self.patches:
+            groups.setdefault((p.var.name, p.var.offset, p.shift, p.bits, p.truncate, p.stream), []).append(p.index)
+        return [(*key, idx) for key, idx in groups.items()]
 
     def _u32(self, v: Value, stream: str = "cmd", shift: int = 0) -> None:
         self._put(v, stream, 32, shift)

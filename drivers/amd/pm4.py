@@ -270,8 +270,10 @@ def set_sh_reg(reg: int, values: Sequence[int], *, family: Family = GFX11) -> li
     if not values:
         raise PM4Error(f"SET_SH_REG {reg:#x}: no values given")
     off = sh_reg_offset(reg, len(values), family=family)
-    return [header(family.pm4.PACKET3_SET_SH_REG, 1 + len(values), family=family), off] + [
-        _u32("SET_SH_REG", f"register {reg + i:#x}", v) for i, v in enumerate(values)]
+    for i, v in enumerate(values):
+        if not 0 <= v <= U32:  # the register is named only when it is wrong: this runs for every dispatch
+            _u32("SET_SH_REG", f"register {reg + i:#x}", v)
+    return [header(family.pm4.PACKET3_SET_SH_REG, 1 + len(values), family=family), off, *values]
 
 
 def dispatch_initiator(family: Family = GFX11, **bits: int) -> int:

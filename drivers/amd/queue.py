@@ -180,10 +180,16 @@ class AMDComputeQueue(HWQueue):
             device.timeline.wait(self._ib_tag, SUBMIT_TIMEOUT_S)
         ctypes.memmove(self._ib.host_addr, words.buffer_info()[0], 4 * len(words))
         self._ib_tag = self._resolved_timeline
-        device.compute_ring.submit(array("I", pm4.indirect_buffer(self._ib.va, len(words), family=self.family)))
+        key = (self._ib.va, len(words))
+        if self._ib_packet_key != key:  # encoded once per buffer and length: a replay only rings it again
+            self._ib_packet = array("I", pm4.indirect_buffer(self._ib.va, len(words), family=self.family))
+            self._ib_packet_key = key
+        device.compute_ring.submit(self._ib_packet)
 
     _ib = None
     _ib_tag = 0
+    _ib_packet_key: tuple = ()
+    _ib_packet = array("I")
 
     def __del__(self) -> None:
         # A replayed queue's indirect buffer goes back to the heap once its last run finished.

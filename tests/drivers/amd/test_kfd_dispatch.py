@@ -156,6 +156,29 @@ def test_replay_goes_through_an_indirect_buffer_rewritten_only_after_the_previou
     assert dev.compute_ring.wptr - wptr0 == 3 * len(pm4.indirect_buffer(0, 1)), "the ring only carries IB packets"
 
 
+def test_a_replay_queue_extended_after_a_run_replays_all_of_it(dev, tmp_path):
+    """The INDIRECT_BUFFER packet is encoded once per buffer and length; a longer queue gets a new one."""
+    k = Kernel("put3", local_size=(1, 1, 1))
+    out = k.buffer("out", f32, writable=True)
+    idx = k.scalar("idx")
+    out[idx] = idx.cast(f32) + 0.25
+    prog = dev.load_program(compile_kernel(k, "gfx1100", KernelCache(tmp_path), emulation=True))
+    res = dev.alloc(4 * 8, H)
+    args = [dev.alloc(64, H) for _ in range(2)]
+    for i, a in enumerate(args):
+        blob = prog.pack_args(res.va, i)
+        a.cpu_view()[:len(blob)] = blob
+    q = dev.compute_queue().exec(prog, Var("a0"), (1, 1, 1), (1, 1, 1)).signal(dev.timeline, Var("t"))
+    q.submit(dev, {"a0": args[0].va, "t": dev.next_timeline_value()})
+    dev.synchronize(timeout=20)
+    res.cpu_view()[:] = b"\0" * res.size
+    done = dev.new_signal(0)
+    q.exec(prog, Var("a1"), (1, 1, 1), (1, 1, 1)).signal(done, Var("d"))
+    q.submit(dev, {"a0": args[0].va, "a1": args[1].va, "t": dev.next_timeline_value(), "d": 1})
+    done.wait(1, timeout=20)
+    np.testing.assert_array_equal(res.numpy(np.float32)[:2], [0.25, 1.25])
+
+
 def test_a_dropped_replay_queue_returns_its_indirect_buffer_after_its_last_run(dev, tmp_path):
     import gc
     k = Kernel("put1", local_size=(1, 1, 1))
