@@ -15,6 +15,7 @@ NOT_BUILT = {
     "NV": "the NVIDIA (RM/UVM) driver is not built yet",
     "QCOM": "the Qualcomm Adreno (kgsl) driver is not built yet",
     "USB": "the ASM2464 USB bridge driver is not built yet",
+    "AM": "the AM driver (AMD without a kernel driver, over PCI BARs) is not built yet",
 }
 
 

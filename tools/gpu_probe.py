@@ -15,6 +15,7 @@ import posixpath
 import sys
 from typing import Any
 
+from drivers.registry import NOT_BUILT
 from drivers.system import LinuxSystem, System
 
 SCHEMA = 1
@@ -269,6 +270,16 @@ def probe_usb(system: System) -> list[dict[str, Any]]:
     return out
 
 
+# Each driver path and the registry name of the driver behind it (for NOT_BUILT).
+PATH_DRIVER = {"AMD (KFD)": "AMD", "AM (no kernel driver)": "AM", "NV (RM/UVM)": "NV", "QCOM (kgsl)": "QCOM",
+               "USB (ASM2464 bridge) -> AM": "USB"}
+
+
+def driver_missing(path: str | None) -> str | None:
+    """Why baregpu cannot drive a device on this path yet, or None when its driver is built."""
+    return NOT_BUILT.get(PATH_DRIVER.get(path or "", ""))
+
+
 def probe(system: System) -> dict[str, Any]:
     """The whole report as a dict (the --json output); never raises for a missing or unreadable file."""
     kfd, nvidia = probe_kfd(system), probe_nvidia(system)
@@ -276,16 +287,22 @@ def probe(system: System) -> dict[str, Any]:
               "kgsl": probe_kgsl(system), "usb": probe_usb(system)}
     kfd_gpus = (kfd or {}).get("gpus", [])
     node_blockers = {"AMD (KFD)": (kfd or {}).get("blockers"), "NV (RM/UVM)": (nvidia or {}).get("blockers")}
-    ready = []  # one entry per device some driver path would handle: whether nothing blocks it
+    ready: list[tuple[bool, str]] = []  # per device some driver path would handle: (nothing blocks it, the path)
     for d in report["pci"]:
         d["gfx"] = next((g["gfx"] for g in kfd_gpus if g["bdf"] == d["bdf"]), None)
         if d["path"]:
-            ready.append(not d["blockers"] and not node_blockers.get(d["path"]))
+            ready.append((not d["blockers"] and not node_blockers.get(d["path"]), d["path"]))
+            d["driver_missing"] = driver_missing(d["path"])
     pci_bdfs = {d["bdf"] for d in report["pci"]}
     # KFD GPUs whose PCI device sysfs did not show (a container with only /dev/kfd passed through) count too
-    ready += [not kfd["blockers"] for g in kfd_gpus if g["bdf"] not in pci_bdfs]
-    ready += [not d["blockers"] for d in report["usb"] + ([report["kgsl"]] if report["kgsl"] else [])]
-    report["summary"] = {"devices": len(ready), "usable": sum(ready), "found_any": bool(ready or kfd or nvidia),
+    ready += [(not kfd["blockers"], "AMD (KFD)") for g in kfd_gpus if g["bdf"] not in pci_bdfs]
+    for d in report["usb"] + ([report["kgsl"]] if report["kgsl"] else []):
+        d["driver_missing"] = driver_missing(d["path"])
+        ready.append((not d["blockers"], d["path"]))
+    # Unblocked, but waiting on a driver baregpu has not built yet: not ready to use either.
+    not_built = sorted({path for ok, path in ready if ok and driver_missing(path)})
+    report["summary"] = {"devices": len(ready), "usable": sum(ok and not driver_missing(p) for ok, p in ready),
+                         "not_built": not_built, "found_any": bool(ready or kfd or nvidia),
                          "pci_scanned": len(_listdir(system, PCI_ROOT))}
     return report
 
@@ -298,6 +315,10 @@ STAND_IN = ("No GPU on this machine: the emulated machine stands in for one (wha
 
 def _id(value: int | None) -> str:
     return "unknown" if value is None else f"{value:04x}"
+
+
+def _missing(dev: dict[str, Any]) -> str:
+    return f" ({dev['driver_missing']})" if dev.get("driver_missing") else ""
 
 
 def _blocked(blockers: list[str] | None) -> list[str]:
@@ -313,7 +334,7 @@ def render(report: dict[str, Any]) -> str:
                      + (f"  {d['gfx']}" if d["gfx"] else ""))
         lines.append(f"    kernel driver: {d['kernel_driver'] or 'none'}; IOMMU group: {d['iommu_group'] or 'none'}")
         lines.append(f"    BARs:          {bars}")
-        lines.append(f"    driver path:   {d['path'] or 'no driver path (unsupported vendor)'}")
+        lines.append(f"    driver path:   {d['path'] or 'no driver path (unsupported vendor)'}{_missing(d)}")
         lines += _blocked(d["blockers"])
     kfd = report["kfd"]
     if kfd:
@@ -333,12 +354,12 @@ def render(report: dict[str, Any]) -> str:
     if report["kgsl"]:
         k = report["kgsl"]
         lines.append(f"/dev/kgsl-3d0  Adreno {k['gpu_model'] or '(model unknown)'}")
-        lines.append(f"    driver path:   {k['path']}")
+        lines.append(f"    driver path:   {k['path']}{_missing(k)}")
         lines += _blocked(k["blockers"])
     for u in report["usb"]:
         where = f"bus {u['bus']} device {u['device']}" if u["bus"] is not None else "bus unknown"
         lines.append(f"USB {u['sysfs']}  ASMedia {_id(u['vendor_id'])}:{_id(u['product_id'])} {u['product'] or ''}  ({where})")
-        lines.append(f"    driver path:   {u['path']}")
+        lines.append(f"    driver path:   {u['path']}{_missing(u)}")
         lines += _blocked(u["blockers"])
     s = report["summary"]
     if not s["found_any"]:
@@ -346,7 +367,10 @@ def render(report: dict[str, Any]) -> str:
             lines.append(f"Scanned {s['pci_scanned']} PCI device(s): none is a display controller or accelerator.")
         lines.append(NOTHING)
     else:
-        lines.append(f"{s['devices']} device(s) with a driver path, {s['usable']} ready to use.")
+        line = f"{s['devices']} device(s) with a driver path, {s['usable']} ready to use"
+        if s["not_built"]:
+            line += f"; not built yet in baregpu: the {', '.join(s['not_built'])} driver(s)"
+        lines.append(line + ".")
     return "\n".join(lines)
 
 

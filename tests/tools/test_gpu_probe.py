@@ -77,7 +77,7 @@ def test_amd_card_with_kfd_is_ready(amd_kfd_machine):
     assert gpu["gfx"] == "gfx1100" and gpu["render_node"] == "/dev/dri/renderD128" and gpu["render_node_present"]
     text = render(report)
     assert "AMD (KFD)" in text and "gfx1100" in text and "BAR0 16 GiB" in text and "blocked" not in text
-    assert report["summary"] == {"devices": 1, "usable": 1, "found_any": True, "pci_scanned": 1}
+    assert report["summary"] == {"devices": 1, "usable": 1, "not_built": [], "found_any": True, "pci_scanned": 1}
 
 
 def test_gfx_names_from_kfd_versions():
@@ -264,8 +264,13 @@ def test_kgsl_is_reported_with_its_model():
     s.add_node("/dev/kgsl-3d0", lambda flags: NodeHandler())
     s.add_file("/sys/class/kgsl/kgsl-3d0/gpu_model", "Adreno630v2\n")
     report = probe(s)
-    assert report["kgsl"] == {"gpu_model": "Adreno630v2", "path": "QCOM (kgsl)", "blockers": []}
-    assert "QCOM (kgsl)" in render(report) and report["summary"]["usable"] == 1
+    assert report["kgsl"] == {"gpu_model": "Adreno630v2", "path": "QCOM (kgsl)", "blockers": [],
+                              "driver_missing": "the Qualcomm Adreno (kgsl) driver is not built yet"}
+    text = render(report)
+    assert "QCOM (kgsl) (the Qualcomm Adreno (kgsl) driver is not built yet)" in text
+    # Nothing blocks it, but there is no driver to use it with yet: not "ready to use".
+    assert report["summary"]["usable"] == 0 and report["summary"]["not_built"] == ["QCOM (kgsl)"]
+    assert "0 ready to use; not built yet in baregpu: the QCOM (kgsl) driver(s)" in text
 
 
 def test_nvidia_card_without_the_nvidia_module():
@@ -314,3 +319,19 @@ def test_no_check_opens_nothing_and_no_emulate_keeps_the_empty_report(capsys):
     assert main(["--no-emulate", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["emulated"] is False and "machine" not in report
+
+
+def test_an_nvidia_card_nothing_blocks_waits_on_the_nv_driver():
+    """The lent H100's shape: nvidia bound, every node opens; the NV driver is what is missing, and the summary
+    says so instead of counting the card ready to use."""
+    s = EmulatedSystem()
+    pci_device(s, "0000:00:06.0", 0x10DE, 0x2330, "nvidia", 16 << 20)
+    for node in ("/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia0"):
+        s.add_node(node, lambda flags: NodeHandler())
+    report = probe(s)
+    (card,) = report["pci"]
+    assert card["path"] == "NV (RM/UVM)" and card["blockers"] == [] and report["nvidia"]["blockers"] == []
+    assert card["driver_missing"] == "the NVIDIA (RM/UVM) driver is not built yet"
+    assert report["summary"]["usable"] == 0 and report["summary"]["not_built"] == ["NV (RM/UVM)"]
+    assert "1 device(s) with a driver path, 0 ready to use; not built yet in baregpu: the NV (RM/UVM) driver(s)." \
+        in render(report)
