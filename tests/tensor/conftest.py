@@ -27,4 +27,6 @@ def tensor_devices():
 
 @pytest.fixture(params=DEVICE_NAMES)
 def device(request):
+    if request.param != "CPU":
+        request.getfixturevalue("lld")  # the emulated GPUs run AMD code objects
     return request.param

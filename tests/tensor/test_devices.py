@@ -14,7 +14,7 @@ from tensor_checks import assert_matches
 X = np.random.default_rng(3).standard_normal((32, 40)).astype(np.float32)
 
 
-def test_to_moves_values_between_devices_through_the_copy_queues():
+def test_to_moves_values_between_devices_through_the_copy_queues(lld):
     kfd = DEVICES["AMD"].dev.system.kfd
     copied = kfd.cp_counters().get("bytes_copied", 0)
     a = Tensor(np.abs(X), "CPU") * 2
@@ -45,7 +45,7 @@ def test_device_names_are_checked():
         Tensor.zeros(2, device="AMD:x")
 
 
-def test_work_on_one_device_does_not_wait_for_another():
+def test_work_on_one_device_does_not_wait_for_another(lld):
     """AMD's compute queue is stalled with work queued on it; AMD:1 still computes, and AMD finishes once resumed."""
     amd, other = DEVICES["AMD"], DEVICES["AMD:1"]
     amd.synchronize()

@@ -45,7 +45,7 @@ def dev():
 
 
 @pytest.mark.parametrize("gfx", ["gfx1100", "gfx1201"])
-def test_tiled_matmul_on_the_emulated_gpu(gfx, tmp_path):
+def test_tiled_matmul_on_the_emulated_gpu(gfx, tmp_path, lld):
     dev = KFDDevice(0, emulated_system("amd", (gfx,)))
     try:
         _run_matmul(dev, tmp_path, gfx)
@@ -69,7 +69,7 @@ def _run_matmul(dev, tmp_path, gfx):
     np.testing.assert_allclose(C.numpy(np.float32).reshape(m, n), a @ b, rtol=1e-4, atol=1e-4)
 
 
-def test_dispatch_programs_the_compute_registers(dev, tmp_path):
+def test_dispatch_programs_the_compute_registers(dev, tmp_path, lld):
     prog = dev.load_program(compile_kernel(matmul(), "gfx1100", KernelCache(tmp_path), emulation=True))
     q = dev.compute_queue().exec(prog, 0x1234000, (2, 3, 1), (8, 8, 1))
     regs = {}
@@ -88,12 +88,12 @@ def test_dispatch_programs_the_compute_registers(dev, tmp_path):
     assert dispatch.fields["initiator"] & gc.COMPUTE_DISPATCH_INITIATOR__CS_W32_EN_MASK, "gfx11 kernels are wave32"
 
 
-def test_a_kernel_built_for_another_gpu_is_refused(dev, tmp_path):
+def test_a_kernel_built_for_another_gpu_is_refused(dev, tmp_path, lld):
     with pytest.raises(ValueError, match="built for gfx1201.*compile it for gfx1100"):
         dev.load_program(compile_kernel(matmul(), "gfx1201", KernelCache(tmp_path)))
 
 
-def test_real_isa_only_code_object_faults_on_the_emulator(dev, tmp_path):
+def test_real_isa_only_code_object_faults_on_the_emulator(dev, tmp_path, lld):
     prog = dev.load_program(compile_kernel(matmul(), "gfx1100", KernelCache(tmp_path)))
     dev.compute_queue().exec(prog, 0, (1, 1, 1), (8, 8, 1)).signal(dev.timeline, dev.next_timeline_value()).submit(dev)
     with pytest.raises(Exception, match="hardware exception|carries no host build"):
@@ -134,7 +134,7 @@ def test_injected_page_fault_names_the_buffer(dev):
     assert "offset 0x100" in str(e.value)
 
 
-def test_replay_goes_through_an_indirect_buffer_rewritten_only_after_the_previous_run(dev, tmp_path):
+def test_replay_goes_through_an_indirect_buffer_rewritten_only_after_the_previous_run(dev, tmp_path, lld):
     k = Kernel("put2", local_size=(1, 1, 1))
     out = k.buffer("out", f32, writable=True)
     idx = k.scalar("idx")
@@ -156,7 +156,7 @@ def test_replay_goes_through_an_indirect_buffer_rewritten_only_after_the_previou
     assert dev.compute_ring.wptr - wptr0 == 3 * len(pm4.indirect_buffer(0, 1)), "the ring only carries IB packets"
 
 
-def test_a_replay_queue_extended_after_a_run_replays_all_of_it(dev, tmp_path):
+def test_a_replay_queue_extended_after_a_run_replays_all_of_it(dev, tmp_path, lld):
     """The INDIRECT_BUFFER packet is encoded once per buffer and length; a longer queue gets a new one."""
     k = Kernel("put3", local_size=(1, 1, 1))
     out = k.buffer("out", f32, writable=True)
@@ -179,7 +179,7 @@ def test_a_replay_queue_extended_after_a_run_replays_all_of_it(dev, tmp_path):
     np.testing.assert_array_equal(res.numpy(np.float32)[:2], [0.25, 1.25])
 
 
-def test_a_dropped_replay_queue_returns_its_indirect_buffer_after_its_last_run(dev, tmp_path):
+def test_a_dropped_replay_queue_returns_its_indirect_buffer_after_its_last_run(dev, tmp_path, lld):
     import gc
     k = Kernel("put1", local_size=(1, 1, 1))
     out = k.buffer("out", f32, writable=True)
@@ -200,7 +200,7 @@ def test_a_dropped_replay_queue_returns_its_indirect_buffer_after_its_last_run(d
     assert len(dev._buffers) == live, "the indirect buffer went back once its run finished"
 
 
-def test_a_kernel_that_kills_the_gpu_faults_the_device_instead_of_hanging(dev, tmp_path):
+def test_a_kernel_that_kills_the_gpu_faults_the_device_instead_of_hanging(dev, tmp_path, lld):
     """Kernel arguments full of zeros make the kernel store through a null pointer: the emulated GPU's process
     dies, which KFD reports as a hardware exception; the wait raises at once rather than after its timeout."""
     import time
