@@ -7,6 +7,7 @@ replay patching and hang reports with every other driver.
 from __future__ import annotations
 
 import struct
+from array import array
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Sequence
@@ -51,24 +52,34 @@ class Command:
         return f"{self.offset:#06x} {self.op.name}" + "".join(f" {k}={v:#x}" for k, v in self.fields.items())
 
 
+# Every valid header word -> (opcode, payload words, operand names, payload struct): decoding is a lookup.
+_BY_HEADER = {header(op): (op, PAYLOAD_DWORDS[op], OPERANDS[op], struct.Struct(LAYOUT[op])) for op in Op}
+
+
 def decode(words: Sequence[int], start: int = 0) -> list[Command]:
     """Decode a command stream; raises CommandDecodeError at the first malformed word."""
-    out, i = [], start
-    while i < len(words):
+    out, i, end = [], start, len(words)
+    raw = words.tobytes() if isinstance(words, array) else struct.pack(f"<{end}I", *words)
+    while i < end:
         h = words[i]
-        try:
-            op = Op(h & 0xFFFF)
-        except ValueError:
-            raise CommandDecodeError(f"word {i}: unknown opcode {h & 0xFFFF:#x} (header {h:#010x})") from None
-        n = h >> 16
-        if n != PAYLOAD_DWORDS[op]:
-            raise CommandDecodeError(f"word {i}: {op.name} carries {n} payload words, expected {PAYLOAD_DWORDS[op]}")
-        if i + 1 + n > len(words):
-            raise CommandDecodeError(f"word {i}: {op.name} runs past the end of the stream ({len(words)} words)")
-        raw = struct.pack(f"<{n}I", *words[i + 1:i + 1 + n])
-        out.append(Command(i, op, dict(zip(OPERANDS[op], struct.unpack(LAYOUT[op], raw)))))
+        known = _BY_HEADER.get(h)
+        if known is None:
+            _bad_header(h, i)
+        op, n, names, layout = known
+        if i + 1 + n > end:
+            raise CommandDecodeError(f"word {i}: {op.name} runs past the end of the stream ({end} words)")
+        out.append(Command(i, op, dict(zip(names, layout.unpack_from(raw, 4 * (i + 1))))))
         i += 1 + n
     return out
+
+
+def _bad_header(h: int, i: int) -> None:
+    """Raise the error that says what is wrong with header word h at word i."""
+    try:
+        op = Op(h & 0xFFFF)
+    except ValueError:
+        raise CommandDecodeError(f"word {i}: unknown opcode {h & 0xFFFF:#x} (header {h:#010x})") from None
+    raise CommandDecodeError(f"word {i}: {op.name} carries {h >> 16} payload words, expected {PAYLOAD_DWORDS[op]}")
 
 
 def format_commands(cmds: Sequence[Command]) -> str:

@@ -39,8 +39,11 @@ class CPUProcessor:
         self.current: Command | None = None
         self.stalled = False  # set by fault injection: the engine stops consuming
         self.packets = 0
-        self._ring: deque[array] = deque()
-        self._cv = threading.Condition()
+        self._ring: deque[array] = deque()  # appended by submitters, popped by the engine (deque ops are atomic)
+        self._cv = threading.Condition()  # only for sleeping: an idle engine, a submitter facing a full ring
+        self._submit_lock = threading.Lock()  # keeps concurrent submitters' append and write_ptr in one order
+        self._idle = False  # the engine sleeps (or is about to) on _cv: a submit must wake it
+        self._full_waiters = 0  # submitters sleeping for room in the ring
         self._stop = False
         self._thread = threading.Thread(target=self._run, name=f"cpu-{name}", daemon=True)
         self._thread.start()
@@ -49,16 +52,30 @@ class CPUProcessor:
     def submit(self, words: array) -> None:
         """Queue a snapshot of `words`; waits (bounded) while the ring is full."""
         snapshot = array("I", words)
-        deadline = time.perf_counter() + self.submit_timeout
-        with self._cv:
-            while len(self._ring) >= RING_STREAMS:
-                left = deadline - time.perf_counter()
-                if left <= 0:
-                    raise HCQError(f"cpu {self.name} ring full for {self.submit_timeout} s: {self.debug_state().describe()}")
-                self._cv.wait(min(left, 0.1))
+        if len(self._ring) >= RING_STREAMS:
+            self._wait_for_room()
+        with self._submit_lock:
             self._ring.append(snapshot)
             self.write_ptr += len(snapshot)
-            self._cv.notify_all()
+        # Appended before _idle is read: an engine going idle after this sees the work; one already idle is woken
+        # (it sets _idle and re-checks the ring under _cv, so the notify cannot fall between its check and wait).
+        if self._idle:
+            with self._cv:
+                self._cv.notify_all()
+
+    def _wait_for_room(self) -> None:
+        deadline = time.perf_counter() + self.submit_timeout
+        with self._cv:
+            self._full_waiters += 1
+            try:
+                while len(self._ring) >= RING_STREAMS:
+                    left = deadline - time.perf_counter()
+                    if left <= 0:
+                        raise HCQError(f"cpu {self.name} ring full for {self.submit_timeout} s: "
+                                       f"{self.debug_state().describe()}")
+                    self._cv.wait(min(left, 0.1))
+            finally:
+                self._full_waiters -= 1
 
     def debug_state(self) -> QueueState:
         recent = list(self.history) + ([self.current] if self.current else [])
@@ -85,22 +102,26 @@ class CPUProcessor:
     # --- the engine ---
     def _run(self) -> None:
         while True:
-            with self._cv:
-                while (not self._ring or self.stalled) and not self._stop:
-                    self._cv.wait(0.1)
+            if not self._ring or self.stalled or self._stop:
+                with self._cv:
+                    self._idle = True
+                    while (not self._ring or self.stalled) and not self._stop:
+                        self._cv.wait(0.1)
+                    self._idle = False
                 if self._stop:
                     return
-                words = self._ring[0]
+            words = self._ring[0]
             try:
                 self._execute(words)
             except _Faulted:
                 with self._cv:
                     self._ring.clear()
                     self.read_ptr = self.write_ptr
-            with self._cv:
-                if self._ring and self._ring[0] is words:
-                    self._ring.popleft()
-                self._cv.notify_all()
+            if self._ring and self._ring[0] is words:
+                self._ring.popleft()
+            if self._full_waiters:
+                with self._cv:
+                    self._cv.notify_all()
 
     def _execute(self, words: array) -> None:
         try:
