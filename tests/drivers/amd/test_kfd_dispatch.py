@@ -134,18 +134,24 @@ def test_injected_page_fault_names_the_buffer(dev):
     assert "offset 0x100" in str(e.value)
 
 
-def test_replay_goes_through_an_indirect_buffer_rewritten_only_after_the_previous_run(dev, tmp_path, lld):
-    k = Kernel("put2", local_size=(1, 1, 1))
+def _put_index(dev, tmp_path, runs: int):
+    """A one-thread kernel writing out[idx] = idx + 0.5, a result buffer, and `runs` argument blocks (idx 0, 1...)."""
+    k = Kernel("put_index", local_size=(1, 1, 1))
     out = k.buffer("out", f32, writable=True)
     idx = k.scalar("idx")
     out[idx] = idx.cast(f32) + 0.5
     prog = dev.load_program(compile_kernel(k, "gfx1100", KernelCache(tmp_path), emulation=True))
     res = dev.alloc(4 * 8, H)
-    q = dev.compute_queue().exec(prog, Var("args"), (1, 1, 1), (1, 1, 1)).signal(dev.timeline, Var("t"))
-    args = [dev.alloc(64, H) for _ in range(3)]
+    args = [dev.alloc(64, H) for _ in range(runs)]
     for i, a in enumerate(args):
         blob = prog.pack_args(res.va, i)
         a.cpu_view()[:len(blob)] = blob
+    return prog, res, args
+
+
+def test_replay_goes_through_an_indirect_buffer_rewritten_only_after_the_previous_run(dev, tmp_path, lld):
+    prog, res, args = _put_index(dev, tmp_path, 3)
+    q = dev.compute_queue().exec(prog, Var("args"), (1, 1, 1), (1, 1, 1)).signal(dev.timeline, Var("t"))
     dev.system.kfd.delay(dev.compute_ring.queue_id, 0.3)  # the first run starts late
     wptr0 = dev.compute_ring.wptr
     for i, a in enumerate(args):
@@ -158,16 +164,7 @@ def test_replay_goes_through_an_indirect_buffer_rewritten_only_after_the_previou
 
 def test_a_replay_queue_extended_after_a_run_replays_all_of_it(dev, tmp_path, lld):
     """The INDIRECT_BUFFER packet is encoded once per buffer and length; a longer queue gets a new one."""
-    k = Kernel("put3", local_size=(1, 1, 1))
-    out = k.buffer("out", f32, writable=True)
-    idx = k.scalar("idx")
-    out[idx] = idx.cast(f32) + 0.25
-    prog = dev.load_program(compile_kernel(k, "gfx1100", KernelCache(tmp_path), emulation=True))
-    res = dev.alloc(4 * 8, H)
-    args = [dev.alloc(64, H) for _ in range(2)]
-    for i, a in enumerate(args):
-        blob = prog.pack_args(res.va, i)
-        a.cpu_view()[:len(blob)] = blob
+    prog, res, args = _put_index(dev, tmp_path, 2)
     q = dev.compute_queue().exec(prog, Var("a0"), (1, 1, 1), (1, 1, 1)).signal(dev.timeline, Var("t"))
     q.submit(dev, {"a0": args[0].va, "t": dev.next_timeline_value()})
     dev.synchronize(timeout=20)
@@ -176,7 +173,7 @@ def test_a_replay_queue_extended_after_a_run_replays_all_of_it(dev, tmp_path, ll
     q.exec(prog, Var("a1"), (1, 1, 1), (1, 1, 1)).signal(done, Var("d"))
     q.submit(dev, {"a0": args[0].va, "a1": args[1].va, "t": dev.next_timeline_value(), "d": 1})
     done.wait(1, timeout=20)
-    np.testing.assert_array_equal(res.numpy(np.float32)[:2], [0.25, 1.25])
+    np.testing.assert_array_equal(res.numpy(np.float32)[:2], [0.5, 1.5])
 
 
 def test_a_dropped_replay_queue_returns_its_indirect_buffer_after_its_last_run(dev, tmp_path, lld):
