@@ -62,6 +62,9 @@ class CPUProcessor:
         if self._idle:
             with self._cv:
                 self._cv.notify_all()
+            # Hand the GIL over now: the engine needs it to wake and start the work (its kernels then run
+            # without it); otherwise it waits for this thread's switch interval (5 ms) and nothing overlaps.
+            time.sleep(0)
 
     def _wait_for_room(self) -> None:
         deadline = time.perf_counter() + self.submit_timeout
