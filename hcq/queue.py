@@ -106,7 +106,10 @@ class HWQueue(ABC):
                 raise QueueBuildError(f"exec({getattr(program, 'name', program)}): sizes must be >= 1, got "
                                       f"global {gs} local {ls}")
         self._op("exec", program, gs, ls)
-        self._profiled(f"exec {getattr(program, 'name', program)}", lambda: self._encode_exec(program, args, gs, ls))
+        if self.device is None or not getattr(self.device, "profiling", False):
+            self._encode_exec(program, args, gs, ls)
+        else:
+            self._profiled(f"exec {getattr(program, 'name', program)}", lambda: self._encode_exec(program, args, gs, ls))
         return self
 
     def copy(self, dst: Value, src: Value, size: int) -> "HWQueue":
@@ -114,14 +117,14 @@ class HWQueue(ABC):
         if size < 0:
             raise QueueBuildError(f"copy of {size} bytes: the size must be >= 0")
         self._op("copy", dst, src, size)
-        self._profiled(f"copy {size} bytes", lambda: self._encode_copy(dst, src, size))
+        if self.device is None or not getattr(self.device, "profiling", False):
+            self._encode_copy(dst, src, size)
+        else:
+            self._profiled(f"copy {size} bytes", lambda: self._encode_copy(dst, src, size))
         return self
 
     def _profiled(self, what: str, encode: Any) -> None:
-        """Encode, bracketed by timestamps when the device is profiling."""
-        if self.device is None or not getattr(self.device, "profiling", False):
-            encode()
-            return
+        """Encode, bracketed by timestamps (the device is profiling)."""
         start, end = self.device.new_signal(0, name=f"prof.{what}.start"), self.device.new_signal(0, name=f"prof.{what}.end")
         self._encode_timestamp(start)
         encode()

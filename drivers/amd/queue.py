@@ -115,24 +115,36 @@ class AMDComputeQueue(HWQueue):
         if tuple(local_size) != tuple(program.local_size):
             raise QueueBuildError(f"exec({program.name}): built for local size {program.local_size}, launched with "
                                   f"{tuple(local_size)}")
-        regs, base = self.device.gc, self.device.gc_base
         kernargs = getattr(args, "va", args)
         setup = program.dispatch_setup.get(self.family)
-        if setup is None:  # the registers a program fixes are encoded once: a submit only appends them
+        if setup is None:  # what a program fixes is encoded once: a submit only appends it and fills in the rest
             setup = program.dispatch_setup[self.family] = self._program_registers(program)
-        self._words(setup[0])
+        fixed, user_data, dispatch = setup
+        self._words(fixed)
+        if type(kernargs) is int and all(type(g) is int for g in global_size):  # the common, Var-free case
+            if not 0 <= kernargs < 1 << 64:
+                raise QueueBuildError(f"exec({program.name}): kernel arguments at {kernargs:#x} are not a 64-bit "
+                                      "GPU address")
+            if not all(0 <= g <= 0xFFFFFFFF for g in global_size):
+                raise QueueBuildError(f"exec({program.name}): grid {tuple(global_size)} does not fit DISPATCH_DIRECT's "
+                                      "32-bit sizes")
+            g = pm4.DISPATCH_DIRECT_SIZE_WORD
+            self.streams["cmd"].extend(user_data[:2] + [kernargs & 0xFFFFFFFF, kernargs >> 32] + dispatch[:g]
+                                       + list(global_size) + dispatch[g + 3:])
+            return
         # The kernel-argument pointer is the first user SGPR pair: our kernels enable only that (no dispatch or
         # queue pointer), which kernel_code_properties records.
-        self._packet(pm4.set_sh_reg(base + regs.regCOMPUTE_USER_DATA_0, [0, 0] if isinstance(kernargs, Var)
-                                    else [kernargs & 0xFFFFFFFF, kernargs >> 32], family=self.family),
+        self._packet(user_data[:2] + ([0, 0] if isinstance(kernargs, Var) else [kernargs & 0xFFFFFFFF, kernargs >> 32]),
                      {2: (kernargs, 64, 0, False)})
         gs = [0 if isinstance(g, Var) else g for g in global_size]
-        self._packet(pm4.dispatch_direct(*gs, setup[1], family=self.family),
+        w = pm4.DISPATCH_DIRECT_SIZE_WORD
+        self._packet(dispatch[:w] + gs + dispatch[w + 3:],
                      {pm4.DISPATCH_DIRECT_SIZE_WORD + i: (g, 32, 0, False) for i, g in enumerate(global_size)})
 
-    def _program_registers(self, program: Any) -> tuple[array, int]:
-        """SET_SH_REG packets for everything a program fixes (code address, resources, local size) and its
-        dispatch initiator."""
+    def _program_registers(self, program: Any) -> tuple[array, list[int], list[int]]:
+        """What a program fixes, encoded: SET_SH_REG packets for its registers (code address, resources, local
+        size); the kernel-argument SET_SH_REG and the DISPATCH_DIRECT packet (with its initiator) with zeros
+        where each exec writes its pointer and grid."""
         regs, base, d, out = self.device.gc, self.device.gc_base, program.descriptor, array("I")
 
         def sh(reg: int, *values: int) -> None:
@@ -149,7 +161,8 @@ class AMDComputeQueue(HWQueue):
                      regs.COMPUTE_DISPATCH_INITIATOR__FORCE_START_AT_000_MASK |
                      regs.COMPUTE_DISPATCH_INITIATOR__ORDER_MODE_MASK |
                      (regs.COMPUTE_DISPATCH_INITIATOR__CS_W32_EN_MASK if d.wave32 else 0))
-        return out, initiator
+        user_data = pm4.set_sh_reg(base + regs.regCOMPUTE_USER_DATA_0, [0, 0], family=self.family)
+        return out, user_data, pm4.dispatch_direct(0, 0, 0, initiator, family=self.family)
 
     def _encode_copy(self, dst: Value, src: Value, size: int) -> None:
         raise QueueBuildError("copies on AMD go on the copy queue (SDMA): use device.copy_queue()")

@@ -62,9 +62,8 @@ class CPUProcessor:
         if self._idle:
             with self._cv:
                 self._cv.notify_all()
-            # Hand the GIL over now: the engine needs it to wake and start the work (its kernels then run
-            # without it); otherwise it waits for this thread's switch interval (5 ms) and nothing overlaps.
-            time.sleep(0)
+        # No GIL hand-over (time.sleep(0)) here: it starts long kernels sooner but makes every submit wait out
+        # the engine's Python (measured: build+submit 22 -> 124 us). The engine runs once this thread waits.
 
     def _wait_for_room(self) -> None:
         deadline = time.perf_counter() + self.submit_timeout

@@ -88,6 +88,24 @@ def test_dispatch_programs_the_compute_registers(dev, tmp_path, lld):
     assert dispatch.fields["initiator"] & gc.COMPUTE_DISPATCH_INITIATOR__CS_W32_EN_MASK, "gfx11 kernels are wave32"
 
 
+def test_exec_with_values_and_exec_with_vars_encode_the_same_words(dev, tmp_path, lld):
+    """Plain values take a fast path that appends cached packet heads; it must match the patched Var path, and
+    values that do not fit are refused by name."""
+    from hcq.queue import QueueBuildError
+    prog = dev.load_program(compile_kernel(matmul(), "gfx1100", KernelCache(tmp_path), emulation=True))
+    va = 0x7F12_3456_7800
+    direct = dev.compute_queue().exec(prog, va, (5, 3, 2), (8, 8, 1)).exec(prog, va + 256, (1, 1, 1), (8, 8, 1))
+    patched = dev.compute_queue().exec(prog, Var("a"), (Var("x"), 3, Var("z")), (8, 8, 1))
+    patched.exec(prog, Var("a", 256), (1, 1, 1), (8, 8, 1))
+    patched.apply({"a": va, "x": 5, "z": 2})
+    assert list(direct.cmd) == list(patched.cmd)
+    assert [p.name for p in pm4.decode(direct.cmd)].count("DISPATCH_DIRECT") == 2
+    with pytest.raises(QueueBuildError, match=r"exec\(mm\): grid \(4294967296, 1, 1\) does not fit"):
+        dev.compute_queue().exec(prog, va, (1 << 32, 1, 1), (8, 8, 1))
+    with pytest.raises(QueueBuildError, match=r"exec\(mm\): kernel arguments at 0x10000000000000000 are not"):
+        dev.compute_queue().exec(prog, 1 << 64, (1, 1, 1), (8, 8, 1))
+
+
 def test_a_kernel_built_for_another_gpu_is_refused(dev, tmp_path, lld):
     with pytest.raises(ValueError, match="built for gfx1201.*compile it for gfx1100"):
         dev.load_program(compile_kernel(matmul(), "gfx1201", KernelCache(tmp_path)))
