@@ -86,18 +86,21 @@ def test_buffers_are_freed_when_tensors_die(device):
 def test_buffers_come_back_by_reference_counting_alone(device):
     """The scheduler keeps no reference cycle: a buffer returns the moment its last tensor dies, with the cyclic
     garbage collector off (a lab loop that allocates faster than gc runs must not grow)."""
-    rt = DEVICES[device]
+    other = "AMD" if device == "CPU" else "CPU"
     gc.collect()
-    rt.synchronize()
-    base = tensor.memory(device)["used"]
+    for d in (device, other):
+        DEVICES[d].synchronize()
+    base = {d: tensor.memory(d)["used"] for d in (device, other)}
     gc.disable()
     try:
         for seed in range(3):
             a = Tensor.rand(128, 128, device=device, seed=seed)
             b = ((a @ a).relu().sum(axis=0) + a.reshape(128 * 128)[:128]).realize()
-            b.numpy()
-            del a, b
-            rt.synchronize()
-            assert tensor.memory(device)["used"] == base, f"round {seed}: buffers wait for the cycle collector"
+            c = Tensor.where(a > 0.5, a, 0).pad(1).max(axis=1).to(other)  # a copy to the other device too
+            b.numpy(), c.numpy()
+            del a, b, c
+            for d in (device, other):
+                DEVICES[d].synchronize()
+                assert tensor.memory(d)["used"] == base[d], f"round {seed}: {d}'s buffers wait for the cycle collector"
     finally:
         gc.enable()
