@@ -11,7 +11,11 @@ from array import array
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence, Union
 
+import numpy as np
+
 from hcq.errors import HCQError
+
+NUMPY_PATCHES = 16  # a Var patched in more places than this is written with one numpy store
 
 
 @dataclass(frozen=True)
@@ -169,7 +173,15 @@ class HWQueue(ABC):
             if not 0 <= v < 1 << bits:
                 raise QueueBuildError(f"{name}={v:#x} does not fit the {bits}-bit field it patches")
             words = self.streams[stream]
-            if bits == 32:
+            if type(indices) is not list:  # many places (a kernel-argument Var over a long queue): one numpy store
+                view = np.frombuffer(words, np.uint32)  # dropped at once: an exported array cannot grow
+                if bits == 32:
+                    view[indices] = v
+                else:
+                    view[indices] = v & 0xFFFFFFFF
+                    view[indices + 1] = v >> 32
+                del view
+            elif bits == 32:
                 for i in indices:
                     words[i] = v
             else:
@@ -186,7 +198,7 @@ class HWQueue(ABC):
         groups: dict[tuple, list[int]] = {}
         for p in self.patches:
             groups.setdefault((p.var.name, p.var.offset, p.shift, p.bits, p.truncate, p.stream), []).append(p.index)
-        return [(*key, idx) for key, idx in groups.items()]
+        return [(*key, np.array(idx, np.intp) if len(idx) > NUMPY_PATCHES else idx) for key, idx in groups.items()]
 
     def _u32(self, v: Value, stream: str = "cmd", shift: int = 0) -> None:
         self._put(v, stream, 32, shift)

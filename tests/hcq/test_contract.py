@@ -257,6 +257,25 @@ def test_replay_patches_only_the_recorded_values(device):
     assert {p.var.name for p in q.patches} == {"dst", "v"}
 
 
+def test_replay_of_a_value_used_in_many_places(device):
+    """A Var recorded in more places than NUMPY_PATCHES is written with one vectorized store: every place changes."""
+    from hcq.queue import NUMPY_PATCHES
+    n = NUMPY_PATCHES + 4
+    srcs = [host_buf(device, 64) for _ in range(2)]
+    for k, b in enumerate(srcs):
+        b.cpu_view()[:] = bytes([0x30 + k]) * 64
+    dst, sig = host_buf(device, 8 * n), device.new_signal(0)
+    q = device.copy_queue()
+    for i in range(n):
+        q.copy(dst.va + 8 * i, Var("src"), 8)
+    q.signal(sig, Var("v"))
+    for k, b in enumerate(srcs, start=1):
+        q.submit(device, {"src": b.va, "v": k})
+        sig.wait(k, timeout=10)
+        assert bytes(dst.cpu_view()) == bytes([0x30 + k - 1]) * (8 * n), f"replay {k} missed a place"
+    assert any(type(group[-1]) is not list for group in q._plan), "the vectorized store was not used"
+
+
 def test_sustained_submission_wraps_the_ring(device):
     sig = device.new_signal(0)
     q = device.compute_queue().signal(sig, Var("v"))
