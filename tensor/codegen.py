@@ -109,7 +109,7 @@ class Builder:
         self.k = k
         self.inputs: list[LazyNode] = []
         self._mems: dict[int, ir.Memory] = {}
-        self._memo: dict[tuple, ir.Expr] = {}
+        self._memo: dict[tuple, tuple[ir.Expr, tuple]] = {}  # value, and the index it is keyed by (kept alive)
         inside = region(root)
         self._uses: dict[int, int] = {}
         for n in inside:
@@ -130,13 +130,14 @@ class Builder:
         """node's value at multi-index idx, typed IR[node.dtype] (bool as an IR bool)."""
         key = (node.id, tuple(id(e) for e in idx))
         if key in self._memo:
-            return self._memo[key]
+            return self._memo[key][0]
         e = self._value(node, idx)
         if node.kind == "ewise" and node.dtype != dtypes.bool_:
             # Every op's value goes into a variable: ops such as relu and maximum repeat their operands, and the
             # printer and renderer walk expressions as trees, so nesting them unbound grows exponentially.
             e = self.k.var(e.dtype, e).value
-        self._memo[key] = e
+        # The index rides along: keys hold ids, and an id is unique only while its object lives.
+        self._memo[key] = (e, idx)
         return e
 
     def _value(self, node: LazyNode, idx: tuple[ir.Expr, ...]) -> ir.Expr:
@@ -442,21 +443,26 @@ def matmul_kernel(node: LazyNode, host: bool = False) -> tuple[ir.Kernel, list[L
         (known when the kernel is built)."""
         conds = [c for needed, c in checks if needed]
         return reduce(join, conds) if conds else None
+
     def stage_checked(tile: ir.Memory, H: int, W: int, src: LazyNode, r0: ir.Expr, c0: ir.Expr, rows: int,
                       cols: int) -> None:
         """Stage src[r0:r0+H, c0:c0+W] (zeros past rows x cols): tiles wholly inside take a path without bounds
         checks, decided once per tile (a uniform branch); only edge tiles check every element."""
         edge = in_bounds([(rows % H != 0, r0 + H > rows), (cols % W != 0, c0 + W > cols)], lambda x, y: x | y)
+
         def fast(r: ir.Expr, c: ir.Expr) -> ir.Expr:
             return load(src, None, r0 + r, c0 + c)
+
+        def checked(r: ir.Expr, c: ir.Expr) -> ir.Expr:
+            ok = in_bounds([(rows % H != 0, (r0 + r) < rows), (cols % W != 0, (c0 + c) < cols)])
+            return load(src, ok, r0 + r, c0 + c)
         if edge is None:
             stage(tile, H, W, fast)
             return
-        checks = lambda r, c: in_bounds([(rows % H != 0, (r0 + r) < rows), (cols % W != 0, (c0 + c) < cols)])  # noqa: E731
         with k.if_(~edge):
             stage(tile, H, W, fast)
         with k.if_(edge):
-            stage(tile, H, W, lambda r, c: load(src, checks(r, c), r0 + r, c0 + c))
+            stage(tile, H, W, checked)
     with k.range(0, cdiv(K, BK)) as kt:
         k0 = kt * BK
         stage_checked(As, BM, BK, a, row0, k0, M, K)
