@@ -59,6 +59,15 @@ def lld_path() -> str:
 
 
 @lru_cache(maxsize=None)
+def lld_missing() -> str | None:
+    """Why AMD code objects cannot be linked on this machine (ld.lld is not installed), or None."""
+    try:
+        lld_path()
+    except ToolchainError as e:
+        return str(e)
+    return None
+
+
 def lld_version() -> str:
     """ld.lld's version line (part of AMD cache keys)."""
     out = subprocess.run([lld_path(), "--version"], capture_output=True, text=True, timeout=60).stdout

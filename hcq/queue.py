@@ -9,7 +9,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from array import array
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence, Union
+from typing import Any, Callable, Iterable, Sequence, Union
 
 import numpy as np
 
@@ -110,10 +110,7 @@ class HWQueue(ABC):
                 raise QueueBuildError(f"exec({getattr(program, 'name', program)}): sizes must be >= 1, got "
                                       f"global {gs} local {ls}")
         self._op("exec", program, gs, ls)
-        if self.device is None or not getattr(self.device, "profiling", False):
-            self._encode_exec(program, args, gs, ls)
-        else:
-            self._profiled(f"exec {getattr(program, 'name', program)}", lambda: self._encode_exec(program, args, gs, ls))
+        self._profiled(lambda: f"exec {getattr(program, 'name', program)}", lambda: self._encode_exec(program, args, gs, ls))
         return self
 
     def copy(self, dst: Value, src: Value, size: int) -> "HWQueue":
@@ -121,14 +118,15 @@ class HWQueue(ABC):
         if size < 0:
             raise QueueBuildError(f"copy of {size} bytes: the size must be >= 0")
         self._op("copy", dst, src, size)
-        if self.device is None or not getattr(self.device, "profiling", False):
-            self._encode_copy(dst, src, size)
-        else:
-            self._profiled(f"copy {size} bytes", lambda: self._encode_copy(dst, src, size))
+        self._profiled(lambda: f"copy {size} bytes", lambda: self._encode_copy(dst, src, size))
         return self
 
-    def _profiled(self, what: str, encode: Any) -> None:
-        """Encode, bracketed by timestamps (the device is profiling)."""
+    def _profiled(self, name: Callable[[], str], encode: Callable[[], None]) -> None:
+        """Encode, bracketed by timestamps when the device is profiling (only then is the name formatted)."""
+        if self.device is None or not getattr(self.device, "profiling", False):
+            encode()
+            return
+        what = name()
         start, end = self.device.new_signal(0, name=f"prof.{what}.start"), self.device.new_signal(0, name=f"prof.{what}.end")
         self._encode_timestamp(start)
         encode()

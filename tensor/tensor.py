@@ -452,8 +452,6 @@ class Tensor:
         return self._reduce("max", axis, keepdims, self.dtype)
 
     def min(self, axis: Any = None, keepdims: bool = False) -> "Tensor":
-        if self.dtype == dtypes.bool_:
-            return ~((~self).max(axis, keepdims))
         return self._reduce("min", axis, keepdims, self.dtype)
 
     def mean(self, axis: Any = None, keepdims: bool = False) -> "Tensor":

@@ -120,26 +120,24 @@ class AMDComputeQueue(HWQueue):
         if setup is None:  # what a program fixes is encoded once: a submit only appends it and fills in the rest
             setup = program.dispatch_setup[self.family] = self._program_registers(program)
         fixed, user_data, dispatch = setup
-        self._words(fixed)
-        if type(kernargs) is int and all(type(g) is int for g in global_size):  # the common, Var-free case
-            if not 0 <= kernargs < 1 << 64:
-                raise QueueBuildError(f"exec({program.name}): kernel arguments at {kernargs:#x} are not a 64-bit "
-                                      "GPU address")
-            if not all(0 <= g <= 0xFFFFFFFF for g in global_size):
-                raise QueueBuildError(f"exec({program.name}): grid {tuple(global_size)} does not fit DISPATCH_DIRECT's "
-                                      "32-bit sizes")
-            g = pm4.DISPATCH_DIRECT_SIZE_WORD
-            self.streams["cmd"].extend(user_data[:2] + [kernargs & 0xFFFFFFFF, kernargs >> 32] + dispatch[:g]
-                                       + list(global_size) + dispatch[g + 3:])
-            return
+        ka = 0 if isinstance(kernargs, Var) else kernargs
+        gs = [0 if isinstance(g, Var) else g for g in global_size]
+        if not 0 <= ka < 1 << 64:
+            raise QueueBuildError(f"exec({program.name}): kernel arguments at {ka:#x} are not a 64-bit GPU address")
+        if not all(0 <= g <= 0xFFFFFFFF for g in gs):
+            raise QueueBuildError(f"exec({program.name}): grid {tuple(global_size)} does not fit DISPATCH_DIRECT's "
+                                  "32-bit sizes")
         # The kernel-argument pointer is the first user SGPR pair: our kernels enable only that (no dispatch or
         # queue pointer), which kernel_code_properties records.
-        self._packet(user_data[:2] + ([0, 0] if isinstance(kernargs, Var) else [kernargs & 0xFFFFFFFF, kernargs >> 32]),
-                     {2: (kernargs, 64, 0, False)})
-        gs = [0 if isinstance(g, Var) else g for g in global_size]
         w = pm4.DISPATCH_DIRECT_SIZE_WORD
-        self._packet(dispatch[:w] + gs + dispatch[w + 3:],
-                     {pm4.DISPATCH_DIRECT_SIZE_WORD + i: (g, 32, 0, False) for i, g in enumerate(global_size)})
+        head = user_data[:2] + [ka & 0xFFFFFFFF, ka >> 32]
+        launch = dispatch[:w] + gs + dispatch[w + 3:]
+        self._words(fixed)
+        if ka is kernargs and gs == list(global_size):  # no Var: nothing to record for replay
+            self.streams["cmd"].extend(head + launch)
+            return
+        self._packet(head, {2: (kernargs, 64, 0, False)})
+        self._packet(launch, {w + i: (g, 32, 0, False) for i, g in enumerate(global_size)})
 
     def _program_registers(self, program: Any) -> tuple[array, list[int], list[int]]:
         """What a program fixes, encoded: SET_SH_REG packets for its registers (code address, resources, local
