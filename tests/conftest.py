@@ -12,3 +12,17 @@ def lld() -> str:
     if lld_missing():
         pytest.skip(lld_missing())
     return lld_path()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_lock_dir(tmp_path_factory: pytest.TempPathFactory):
+    """Device locks of this test run live in a folder of its own: machine-wide emulated GPUs (gpu_probe, the
+    registry) then never meet a developer's program or another test run, and children inherit the folder."""
+    import os
+    old = os.environ.get("BAREGPU_LOCK_DIR")
+    os.environ["BAREGPU_LOCK_DIR"] = str(tmp_path_factory.mktemp("locks"))
+    yield os.environ["BAREGPU_LOCK_DIR"]
+    if old is None:
+        os.environ.pop("BAREGPU_LOCK_DIR", None)
+    else:
+        os.environ["BAREGPU_LOCK_DIR"] = old
