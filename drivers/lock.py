@@ -4,10 +4,14 @@ Taking a device flocks a file named after it and writes who holds it (PID, comma
 that file as JSON. The kernel drops a flock when its holder dies, so a crashed or killed holder leaves no
 stale lock: the file's old contents are only information, and the next holder overwrites them. A second
 process is refused at once with a `DeviceBusyError` that names the holder, unless it opts in to a bounded
-wait. SIGTERM (what CI cancellation sends) is turned into SystemExit so that `finally` blocks and `atexit`
-release devices cleanly; SIGINT already raises KeyboardInterrupt.
+wait (`wait=SECONDS`, or BAREGPU_LOCK_WAIT=SECONDS for programs that cannot pass it, such as the tensor layer).
+Messages name the device by a label users know (`AMD:0 (gfx1100, PCI 0000:03:00.0)`); the key stays the
+lock file's stable identity. A `ProcessLocks` space instead of a directory keeps locks inside this process:
+private emulated machines use one, since nothing outside the process can reach their GPUs. SIGTERM (what CI
+cancellation sends) is turned into SystemExit so that `finally` blocks and `atexit` release devices cleanly;
+SIGINT already raises KeyboardInterrupt.
 
-    with DeviceLock("pci-0000:03:00.0") as lk:
+    with DeviceLock("pci-0000:03:00.0", label="AMD:0 (gfx1100, PCI 0000:03:00.0)") as lk:
         lk.on_release(device.close)   # runs before the lock goes, also on SIGTERM/SIGINT/exit
         ...
 """
@@ -29,8 +33,12 @@ import time
 import weakref
 from typing import Any, Callable
 
-__all__ = ["DeviceBusyError", "DeviceLock", "holder_info", "lock_path", "default_lock_dir",
-           "POLL_START_S", "POLL_MAX_S"]
+from hcq.env import env_seconds, raw
+
+__all__ = ["DeviceBusyError", "DeviceLock", "ProcessLocks", "holder_info", "lock_path", "default_lock_dir",
+           "LOCK_WAIT_ENV", "POLL_START_S", "POLL_MAX_S"]
+
+LOCK_WAIT_ENV = "BAREGPU_LOCK_WAIT"  # seconds to wait for a busy device when the caller passes no wait=
 
 POLL_START_S = 0.01  # first pause of a bounded wait; doubles after each failed try
 POLL_MAX_S = 0.2  # longest pause: a freed device is noticed within this
@@ -45,14 +53,16 @@ UNKNOWN = "unknown"
 class DeviceBusyError(RuntimeError):
     """Another process holds the device. The message names the holder and says what to do.
 
-    Attributes: key, path (the lock file), holder_pid (int or None when the holder could not be read),
-    holder_cmdline (str, "unknown" when it could not be read), held_for_s (float or None), waited_s (float,
-    or None when no wait was asked for).
+    Attributes: key, label (the device as users know it; the key when none was given), path (the lock file,
+    None for a ProcessLocks space), holder_pid (int or None when the holder could not be read), holder_cmdline
+    (str, "unknown" when it could not be read), held_for_s (float or None), waited_s (float, or None when no
+    wait was asked for).
     """
 
     def __init__(self, key: str, holder: dict[str, Any] | None, waited_s: float | None = None,
-                 path: str | None = None):
+                 path: str | None = None, label: str | None = None):
         self.key = key
+        self.label = label or key
         self.path = path
         self.waited_s = waited_s
         holder = holder or {}
@@ -69,22 +79,24 @@ class DeviceBusyError(RuntimeError):
             where = f" (`fuser -v {self.path}` lists it)" if self.path else ""
             who = f"another process whose details could not be read{where}"
         else:
-            who = f"process {self.holder_pid} ({self.holder_cmdline})"
+            # A `python -c` script's newlines would break the message over lines: show them escaped instead.
+            shown = re.sub(r"[\x00-\x1f\x7f]", lambda m: repr(m.group())[1:-1], self.holder_cmdline)
+            who = f"process {self.holder_pid} ({shown})"
         held = f", held for {self.held_for_s:.1f} s" if self.held_for_s is not None else ""
         waited = f" Waited {self.waited_s:.1f} s for it." if self.waited_s is not None else ""
         if self.holder_pid == os.getpid():
             todo = "this process already holds it through another DeviceLock or device object: close that one first"
         elif self.waited_s is not None:
-            todo = "stop that process, or pass a longer wait=SECONDS"
+            todo = f"stop that process, or set a longer {LOCK_WAIT_ENV}=SECONDS (or pass a longer wait=SECONDS)"
         else:
-            todo = "stop that process, or pass wait=SECONDS to wait for it"
-        return f"device {self.key} is in use by {who}{held}.{waited} To use it: {todo}."
+            todo = f"stop that process, or set {LOCK_WAIT_ENV}=SECONDS (or pass wait=SECONDS) to wait for it"
+        return f"device {self.label} is in use by {who}{held}.{waited} To use it: {todo}."
 
 
 def default_lock_dir() -> str:
     """$BAREGPU_LOCK_DIR, else /run/lock/baregpu (tmpfs, cleared at boot) if /run/lock is writable,
     else /tmp/baregpu-locks."""
-    env = os.environ.get("BAREGPU_LOCK_DIR")
+    env = raw("BAREGPU_LOCK_DIR")
     if env:
         return env
     if os.access("/run/lock", os.W_OK | os.X_OK):
@@ -106,10 +118,42 @@ def lock_path(key: str, lock_dir: str | os.PathLike[str] | None = None) -> str:
     return os.path.join(os.fspath(lock_dir) if lock_dir else default_lock_dir(), safe + ".lock")
 
 
-def holder_info(key: str, lock_dir: str | os.PathLike[str] | None = None) -> dict[str, Any] | None:
-    """Who holds the device now, as the holder wrote it (pid, cmdline, since, started, key), or None if
+class ProcessLocks:
+    """A lock space only this process can see, used instead of a lock directory: a private emulated machine's.
+
+    Its GPUs live in this process's memory, so no other process can open them; keeping their locks in memory
+    too means they can never meet another process's, and a killed process leaves no file, folder or socket
+    behind. Within the process a second holder is refused, or waits, exactly as with lock files.
+    """
+
+    def __init__(self, name: str = "private"):
+        self.name = name
+        self._holders: dict[str, dict[str, Any]] = {}
+        self._cv = threading.Condition()
+        with _state_mutex:
+            _spaces.add(self)
+
+    def holder(self, key: str) -> dict[str, Any] | None:
+        """The holder's info (as holder_info gives it), or None when nobody in this process holds `key`."""
+        with self._cv:
+            info = self._holders.get(key)
+            return dict(info) if info is not None else None
+
+    def _forget_after_fork(self) -> None:
+        # The child's copy of the space is held by nobody: the holders were the parent's objects.
+        self._cv = threading.Condition()
+        self._holders.clear()
+
+    def __repr__(self) -> str:
+        return f"ProcessLocks({self.name!r}, held={sorted(self._holders)})"
+
+
+def holder_info(key: str, lock_dir: str | os.PathLike[str] | ProcessLocks | None = None) -> dict[str, Any] | None:
+    """Who holds the device now, as the holder wrote it (pid, cmdline, since, started, key, label), or None if
     nobody holds it. A holder whose file is empty or unreadable is reported with pid None and cmdline
     "unknown"."""
+    if isinstance(lock_dir, ProcessLocks):
+        return lock_dir.holder(key)
     path = lock_path(key, lock_dir)
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
@@ -128,35 +172,53 @@ def holder_info(key: str, lock_dir: str | os.PathLike[str] | None = None) -> dic
 class DeviceLock:
     """An exclusive, process-owned lock on one device.
 
-    `acquire()` takes the device or raises DeviceBusyError at once; `wait=SECONDS` opts in to polling for
-    at most that long. Locks are released by `release()`, by leaving a `with` block, at interpreter exit,
+    `acquire()` takes the device or raises DeviceBusyError at once; `wait=SECONDS` (or, when wait is not
+    given, the environment's BAREGPU_LOCK_WAIT=SECONDS) opts in to polling for at most that long. `label`
+    names the device in messages as users know it; `lock_dir` may be a ProcessLocks space instead of a
+    directory. Locks are released by `release()`, by leaving a `with` block, at interpreter exit,
     on SIGTERM/SIGINT (through SystemExit/KeyboardInterrupt), and by the kernel if the process dies.
     A held lock that is dropped without release stays held until the process exits. A child made with
     fork() does not inherit it, and exec'd children never see the file descriptor.
     """
 
-    def __init__(self, key: str, lock_dir: str | os.PathLike[str] | None = None, wait: float | None = None):
+    def __init__(self, key: str, lock_dir: str | os.PathLike[str] | ProcessLocks | None = None,
+                 wait: float | None = None, label: str | None = None):
         if wait is not None and not wait >= 0:
             raise ValueError(f"wait must be None or a number of seconds >= 0, got {wait!r}")
+        if wait is None:
+            wait = env_seconds(LOCK_WAIT_ENV, None)
         self.key = key
-        self.lock_dir = os.fspath(lock_dir) if lock_dir else default_lock_dir()
-        self.path = lock_path(key, self.lock_dir)
+        self.label = label or key
+        self.space = lock_dir if isinstance(lock_dir, ProcessLocks) else None
+        if self.space is not None:
+            if not key:
+                raise ValueError("a device lock needs a non-empty key")
+            self.lock_dir: str | None = None
+            self.path: str | None = None
+        else:
+            self.lock_dir = os.fspath(lock_dir) if lock_dir else default_lock_dir()
+            self.path = lock_path(key, self.lock_dir)
         self.wait = wait
         self._fd: int | None = None
+        self._in_space = False  # held in self.space (a ProcessLocks) rather than through a flocked file
         self._callbacks: list[Callable[[], Any]] = []
         self._mutex = threading.RLock()  # one DeviceLock may be shared by threads; the fd changes hands under it
 
     @property
     def held(self) -> bool:
         """Whether this object holds the device now."""
-        return self._fd is not None
+        return self._fd is not None or self._in_space
 
     def acquire(self) -> DeviceLock:
         """Take the device and record this process as its holder; returns self. Raises DeviceBusyError
         naming the holder if it is taken (after waiting up to `wait` seconds, if given). Does nothing if
         already held by this object."""
         with self._mutex:
-            if self._fd is not None:
+            if self.held:
+                return self
+            if self.space is not None:
+                self._take_in_space(self.space)
+                _register(self)
                 return self
             fd = self._open()
             try:
@@ -179,7 +241,7 @@ class DeviceLock:
         """Run the release callbacks, clear the holder info and unlock. Safe to call twice, and from a
         callback. The lock is dropped even if a callback raises; the first such error is re-raised after."""
         with self._mutex:
-            if self._fd is None:
+            if not self.held:
                 return
             callbacks, self._callbacks = self._callbacks[::-1], []
         error: BaseException | None = None
@@ -190,8 +252,13 @@ class DeviceLock:
                 error = error or e
         with self._mutex:
             fd, self._fd = self._fd, None
+            in_space, self._in_space = self._in_space, False
             with _state_mutex:
                 _held.discard(self)
+        if in_space and self.space is not None:
+            with self.space._cv:
+                self.space._holders.pop(self.key, None)
+                self.space._cv.notify_all()
         if fd is not None:
             try:
                 os.ftruncate(fd, 0)  # readers then see no holder rather than a stale one
@@ -210,7 +277,8 @@ class DeviceLock:
         self.release()
 
     def __repr__(self) -> str:
-        return f"DeviceLock({self.key!r}, {'held' if self.held else 'free'}, path={self.path!r})"
+        where = f"space={self.space!r}" if self.space is not None else f"path={self.path!r}"
+        return f"DeviceLock({self.key!r}, {'held' if self.held else 'free'}, {where})"
 
     # -- internals --
 
@@ -250,16 +318,33 @@ class DeviceLock:
                 # has not written yet; one more try after the reader's retries tells a probe from a holder.
                 if holder is None and _try_flock(fd, fcntl.LOCK_EX):
                     return
-                raise DeviceBusyError(self.key, holder, waited if self.wait is not None else None, self.path)
+                raise DeviceBusyError(self.key, holder, waited if self.wait is not None else None, self.path,
+                                      self.label)
             time.sleep(min(pause, remaining))
             pause = min(pause * 2, POLL_MAX_S)
 
-    def _record(self, fd: int) -> None:
+    def _take_in_space(self, space: ProcessLocks) -> None:
+        # Holders are threads of this process, so a condition variable replaces polling; the wait stays bounded.
+        start = time.monotonic()
+        with space._cv:
+            while self.key in space._holders:
+                waited = time.monotonic() - start
+                remaining = (self.wait or 0.0) - waited
+                if remaining <= 0:
+                    raise DeviceBusyError(self.key, dict(space._holders[self.key]),
+                                          waited if self.wait is not None else None, None, self.label)
+                space._cv.wait(remaining)
+            space._holders[self.key] = self._info()
+            self._in_space = True
+
+    def _info(self) -> dict[str, Any]:
         now = time.time()
-        info = {"pid": os.getpid(), "cmdline": _cmdline(), "since": now,
+        return {"pid": os.getpid(), "cmdline": _cmdline(), "since": now,
                 "started": datetime.datetime.fromtimestamp(now).astimezone().isoformat(timespec="milliseconds"),
-                "key": self.key}
-        data = json.dumps(info).encode()
+                "key": self.key, "label": self.label}
+
+    def _record(self, fd: int) -> None:
+        data = json.dumps(self._info()).encode()
         os.ftruncate(fd, 0)  # truncate first: a dead holder's longer JSON must not leave a tail behind ours
         offset = 0
         while offset < len(data):
@@ -270,6 +355,7 @@ class DeviceLock:
         # parent's device, so the child only drops its own reference.
         self._mutex = threading.RLock()
         fd, self._fd = self._fd, None
+        self._in_space = False  # the space itself is cleared by its own after-fork step
         self._callbacks = []
         if fd is not None:
             try:
@@ -326,6 +412,7 @@ def _cmdline() -> str:
 # The one piece of process-global state in this module. Signals and interpreter exit are process-wide, so
 # the set of locks to release on them has to be too; it is weak so it never keeps a lock object alive.
 _held: weakref.WeakSet[DeviceLock] = weakref.WeakSet()
+_spaces: weakref.WeakSet[ProcessLocks] = weakref.WeakSet()  # reset in a forked child, like _held
 _state_mutex = threading.Lock()
 _atexit_registered = False
 _sigterm_decided = False
@@ -368,6 +455,8 @@ def _after_fork_in_child() -> None:
     for lk in list(_held):
         lk._forget_after_fork()
     _held.clear()
+    for space in list(_spaces):
+        space._forget_after_fork()
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)

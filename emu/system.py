@@ -11,9 +11,12 @@ import errno
 import os
 import posixpath
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from drivers.system import MAP_ANONYMOUS, IoctlArg, OSCallError, PAGE_SIZE, System, libc
+
+if TYPE_CHECKING:
+    from drivers.lock import ProcessLocks
 
 
 class NodeHandler:
@@ -65,11 +68,15 @@ class Call:
 
 
 class EmulatedSystem(System):
-    """A `System` whose files, links and device nodes are registered by emulated hardware; records every call."""
+    """A `System` whose files, links and device nodes are registered by emulated hardware; records every call.
+
+    `lock_dir` is where drivers lock its devices: None for the ordinary lock directory (a machine-wide emulated
+    machine, whose drivers lock under "emulated-" keys), or a ProcessLocks space (a private machine).
+    """
 
     emulated = True
 
-    def __init__(self, lock_dir: str | None = None):
+    def __init__(self, lock_dir: str | ProcessLocks | None = None):
         self.lock_dir = lock_dir
         self.files: dict[str, bytes] = {}
         self.links: dict[str, str] = {}

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from drivers.lock import (POLL_MAX_S, POLL_START_S, DeviceBusyError, DeviceLock, default_lock_dir, holder_info,
-                          lock_path)
+from drivers.lock import (POLL_MAX_S, POLL_START_S, DeviceBusyError, DeviceLock, ProcessLocks, default_lock_dir,
+                          holder_info, lock_path)
 
 ROOT = Path(__file__).resolve().parents[2]
 KEY = "pci-0000:03:00.0"
@@ -101,6 +101,12 @@ class Child:
 # How this process was started, as /proc shows it (pytest, or a pytest-xdist worker's python).
 with open("/proc/self/cmdline", "rb") as _f:
     ARGV0 = _f.read().split(b"\0")[0].decode()
+
+
+@pytest.fixture(autouse=True)
+def no_wait_from_the_environment(monkeypatch):
+    """A developer's BAREGPU_LOCK_WAIT must not turn these refusals into waits (children inherit this too)."""
+    monkeypatch.delenv("BAREGPU_LOCK_WAIT", raising=False)
 
 
 @pytest.fixture
@@ -195,7 +201,8 @@ def test_a_second_process_is_refused_naming_the_holder(tmp_path, spawn):
     msg = line.split("|", 1)[1]
     assert line.startswith(f"refused {os.getpid()} |")
     assert f"device {KEY}" in msg and f"process {os.getpid()} ({ARGV0}" in msg
-    assert re.search(r"held for \d+\.\d s", msg) and "stop that process, or pass wait=SECONDS" in msg
+    assert re.search(r"held for \d+\.\d s", msg)
+    assert "stop that process, or set BAREGPU_LOCK_WAIT=SECONDS (or pass wait=SECONDS) to wait for it" in msg
 
 
 def test_the_parent_is_refused_by_a_holding_child(tmp_path, spawn):
@@ -247,7 +254,8 @@ def test_a_bounded_wait_backs_off_then_gives_up_and_says_so(tmp_path, spawn, mon
     assert 0.3 <= elapsed < 5  # bounded: this is a "does not hang" check, not a timing test
     msg = str(e.value)
     assert e.value.holder_pid == pid and e.value.waited_s >= 0.3
-    assert re.search(r"Waited 0\.\d s for it", msg) and "pass a longer wait=SECONDS" in msg
+    assert re.search(r"Waited 0\.\d s for it", msg)
+    assert "set a longer BAREGPU_LOCK_WAIT=SECONDS (or pass a longer wait=SECONDS)" in msg
 
     pauses.clear()
     with pytest.raises(DeviceBusyError):
@@ -428,3 +436,115 @@ def test_the_lock_dir_is_made_shared_and_sticky_and_follows_the_environment(tmp_
     assert lock_path("emu-amd-0") == str(tmp_path / "env" / "emu-amd-0.lock")
     monkeypatch.delenv("BAREGPU_LOCK_DIR")
     assert default_lock_dir() in ("/run/lock/baregpu", "/tmp/baregpu-locks")
+
+
+# 8. labels, BAREGPU_LOCK_WAIT, process-local lock spaces
+
+LABEL = "AMD:0 (gfx1100, PCI 0000:03:00.0)"
+
+
+def test_messages_name_the_device_by_its_label_and_the_file_by_its_key(tmp_path):
+    with DeviceLock(KEY, tmp_path, label=LABEL) as lk:
+        assert holder_info(KEY, tmp_path)["label"] == LABEL and lk.path == lock_path(KEY, tmp_path)
+        with pytest.raises(DeviceBusyError) as e:
+            DeviceLock(KEY, tmp_path, label=LABEL).acquire()
+    assert str(e.value).startswith(f"device {LABEL} is in use by process {os.getpid()}")
+    assert e.value.label == LABEL and e.value.key == KEY
+    with DeviceLock(KEY, tmp_path):  # no label: the key names it, as before
+        with pytest.raises(DeviceBusyError, match=f"^device {re.escape(KEY)} is in use"):
+            DeviceLock(KEY, tmp_path).acquire()
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "-1", "nan", "inf"])
+def test_a_bad_lock_wait_in_the_environment_is_refused_naming_it(tmp_path, monkeypatch, value):
+    monkeypatch.setenv("BAREGPU_LOCK_WAIT", value)
+    with pytest.raises(ValueError, match=f"BAREGPU_LOCK_WAIT={re.escape(repr(value))} is not valid: it takes a "
+                                         "number of seconds greater than 0") as e:
+        DeviceLock(KEY, tmp_path)
+    assert e.value.name == "BAREGPU_LOCK_WAIT"
+    assert DeviceLock(KEY, tmp_path, wait=1).wait == 1, "an explicit wait= does not read the variable"
+
+
+def test_the_lock_wait_from_the_environment_waits_for_the_holder(tmp_path, spawn, monkeypatch):
+    child = spawn(HOLD)
+    pid = int(child.expect("ready").split()[1])
+    monkeypatch.setenv("BAREGPU_LOCK_WAIT", "0.3")
+    assert DeviceLock(KEY, tmp_path).wait == 0.3
+    with pytest.raises(DeviceBusyError) as e:
+        DeviceLock(KEY, tmp_path).acquire()
+    assert e.value.holder_pid == pid and e.value.waited_s >= 0.3 and "set a longer BAREGPU_LOCK_WAIT" in str(e.value)
+    monkeypatch.setenv("BAREGPU_LOCK_WAIT", "30")
+    real_sleep = time.sleep
+
+    def sleep(seconds: float) -> None:  # the first failed try is the moment the holder lets go
+        child.send("go")
+        child.expect("released")
+        monkeypatch.setattr(time, "sleep", real_sleep)
+        real_sleep(seconds)
+
+    monkeypatch.setattr(time, "sleep", sleep)
+    with DeviceLock(KEY, tmp_path) as lk:
+        assert lk.held and holder_info(KEY, tmp_path)["pid"] == os.getpid()
+    assert child.finish() == 0
+
+
+def test_a_process_lock_space_refuses_a_second_holder_and_touches_no_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("BAREGPU_LOCK_DIR", str(tmp_path / "never"))
+    space, other = ProcessLocks("one"), ProcessLocks("two")
+    with DeviceLock(KEY, space, label=LABEL) as lk:
+        assert lk.held and lk.path is None and lk.lock_dir is None and "space=ProcessLocks('one'" in repr(lk)
+        info = holder_info(KEY, space)
+        assert info["pid"] == os.getpid() and info["label"] == LABEL and ARGV0 in info["cmdline"]
+        with pytest.raises(DeviceBusyError, match=f"device {re.escape(LABEL)} is in use by process {os.getpid()}.*"
+                                                  "this process already holds it") as e:
+            DeviceLock(KEY, space, label=LABEL).acquire()
+        assert e.value.path is None and e.value.waited_s is None
+        with DeviceLock(KEY, other):  # another space is another machine
+            assert holder_info(KEY, other)["pid"] == os.getpid()
+        with DeviceLock(KEY, tmp_path):  # and a lock directory is another world
+            pass
+    assert holder_info(KEY, space) is None and not (tmp_path / "never").exists()
+    with pytest.raises(ValueError, match="key"):
+        DeviceLock("", space)
+
+
+def test_a_process_lock_space_waits_for_another_thread_within_the_bound(tmp_path):
+    space = ProcessLocks()
+    holder = DeviceLock(KEY, space).acquire()
+    with pytest.raises(DeviceBusyError, match=r"Waited 0\.\d s") as e:
+        DeviceLock(KEY, space, wait=0.2).acquire()
+    assert e.value.waited_s >= 0.2
+    waiter_started = threading.Event()
+    got: list[DeviceLock] = []
+
+    def wait_for_it() -> None:
+        waiter_started.set()
+        got.append(DeviceLock(KEY, space, wait=STEP_TIMEOUT_S).acquire())
+
+    t = threading.Thread(target=wait_for_it)
+    t.start()
+    assert waiter_started.wait(STEP_TIMEOUT_S)
+    holder.release()  # whether the waiter is already waiting or not, it must get the device now
+    t.join(STEP_TIMEOUT_S)
+    assert not t.is_alive() and got and got[0].held and holder_info(KEY, space)["pid"] == os.getpid()
+    got[0].release()
+
+
+def test_a_forked_child_does_not_inherit_a_process_lock_space_holder(tmp_path):
+    space = ProcessLocks()
+    with DeviceLock(KEY, space):
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: its copy of the space is free, and it may take it
+            try:
+                ok = holder_info(KEY, space) is None and DeviceLock(KEY, space).acquire().held
+                os.write(w, b"1" if ok else b"0")
+            finally:
+                os._exit(0)
+        os.close(w)
+        try:
+            assert os.read(r, 1) == b"1"
+        finally:
+            os.close(r)
+            os.waitpid(pid, 0)
+        assert holder_info(KEY, space)["pid"] == os.getpid(), "the child's release must not free the parent's"

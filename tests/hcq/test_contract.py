@@ -25,10 +25,12 @@ def open_cpu(small: bool = False):
 
 
 def open_amd(small: bool = False):
-    """An emulated gfx1100 behind the emulated amdkfd; small rings so ring wraps come quickly."""
+    """An emulated gfx1100 behind the emulated amdkfd, on a private machine (tests may hold several at once and
+    must not meet other processes); small rings so ring wraps come quickly."""
     from drivers.amd.kfd import KFDDevice
     from emu.machine import emulated_system
-    system = emulated_system("amd", ("gfx1100",), vram_limit=16 << 20) if small else emulated_system("amd", ("gfx1100",))
+    options = {"vram_limit": 16 << 20} if small else {}
+    system = emulated_system("amd", ("gfx1100",), private=True, **options)
     return KFDDevice(0, system, ring_size=4096)
 
 

@@ -17,7 +17,7 @@ def tensor_devices():
     from drivers.amd.kfd import KFDDevice
     from emu.machine import emulated_system
     DEVICES.close()
-    system = emulated_system("amd", ("gfx1100", "gfx1201"))
+    system = emulated_system("amd", ("gfx1100", "gfx1201"), private=True)  # never meets other processes' GPUs
     DEVICES.add("AMD", KFDDevice(0, system))
     DEVICES.add("AMD:1", KFDDevice(1, system))
     DEVICES["CPU"]

@@ -39,14 +39,14 @@ def matmul(tile: int = 8) -> Kernel:
 
 @pytest.fixture
 def dev():
-    d = KFDDevice(0, emulated_system("amd", ("gfx1100",)))
+    d = KFDDevice(0, emulated_system("amd", ("gfx1100",), private=True))
     yield d
     d.close()
 
 
 @pytest.mark.parametrize("gfx", ["gfx1100", "gfx1201"])
 def test_tiled_matmul_on_the_emulated_gpu(gfx, tmp_path, lld):
-    dev = KFDDevice(0, emulated_system("amd", (gfx,)))
+    dev = KFDDevice(0, emulated_system("amd", (gfx,), private=True))
     try:
         _run_matmul(dev, tmp_path, gfx)
     finally:
@@ -120,7 +120,7 @@ def test_real_isa_only_code_object_faults_on_the_emulator(dev, tmp_path, lld):
 
 
 def test_gfx942_compute_queues_say_what_is_missing():
-    d = KFDDevice(0, emulated_system("amd", ("gfx942",)))
+    d = KFDDevice(0, emulated_system("amd", ("gfx942",), private=True))
     try:
         with pytest.raises(KFDError, match="AQL packets, which are not built yet"):
             d.compute_queue()

@@ -17,7 +17,8 @@ from hcq.errors import InvalidHandleError, OutOfMemoryError
 
 @pytest.fixture
 def system():
-    return emulated_system("amd", ("gfx1100", "gfx1201", "gfx942"))
+    # Private: tests open the same GPU several times and must not meet other processes' emulated GPUs.
+    return emulated_system("amd", ("gfx1100", "gfx1201", "gfx942"), private=True)
 
 
 @pytest.fixture
