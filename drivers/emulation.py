@@ -8,22 +8,31 @@ from __future__ import annotations
 import os
 
 from drivers.system import LinuxSystem, System
+from hcq.env import FALSE_WORDS, TRUE_WORDS, EnvError
 
 VENDORS = ("amd", "nv", "qcom", "usb")
+ALL_WORDS = TRUE_WORDS + ("all",)
+ALLOWED = (f"it takes {', '.join(ALL_WORDS)} (every vendor), {', '.join(FALSE_WORDS)} (none), or a comma-separated "
+           f"list of vendors from {', '.join(VENDORS)}")
 
 
 def emulated_vendors(value: str | None = None) -> set[str]:
-    """The vendors BAREGPU_EMULATE selects; unknown names are an error that lists the known ones."""
-    raw = os.environ.get("BAREGPU_EMULATE", "") if value is None else value
-    raw = raw.strip().lower()
-    if raw in ("", "0", "no", "false"):
+    """The vendors BAREGPU_EMULATE (or `value`) selects; a bad value is an EnvError naming it and what is allowed.
+
+    Unset or blank means none, as for every BAREGPU_* variable (hcq/env.py).
+    """
+    text = os.environ.get("BAREGPU_EMULATE", "") if value is None else value
+    word = text.strip().lower()
+    if word in ("",) + FALSE_WORDS:
         return set()
-    if raw in ("1", "all", "yes", "true"):
+    if word in ALL_WORDS:
         return set(VENDORS)
-    names = {v.strip() for v in raw.split(",") if v.strip()}
-    unknown = names - set(VENDORS)
-    if unknown:
-        raise ValueError(f"BAREGPU_EMULATE names unknown vendor(s) {sorted(unknown)}; use 1 or a list of {', '.join(VENDORS)}")
+    names = {v.strip() for v in word.split(",") if v.strip()}
+    unknown = sorted(names - set(VENDORS))
+    if unknown or not names:
+        # "1,amd" or "," is somebody's typo: refuse it rather than guess what they meant (as hcq.env.env_list does)
+        bad = f" ({', '.join(map(repr, unknown))} unknown)" if unknown else " (it names no vendor)"
+        raise EnvError("BAREGPU_EMULATE", text, ALLOWED + bad)
     return names
 
 

@@ -16,6 +16,7 @@ from typing import Any, Callable
 import numpy as np
 
 from drivers.system import System
+from hcq.env import EnvError
 
 CHECK_TIMEOUT_S = 60.0  # an emulated GPU runs kernels on the host: generous, but bounded
 COPY_BYTES = 1 << 20
@@ -23,16 +24,20 @@ COPY_BYTES = 1 << 20
 
 @dataclass
 class Step:
-    """One bring-up step: what it does, whether it worked, how long it took, and what went wrong."""
+    """One bring-up step: what it does, whether it worked, how long it took, and what went wrong.
+
+    `bad_environment` is True when it failed on a BAREGPU_* variable's value: the user's to fix, not the device's.
+    """
     name: str
     ok: bool
     ms: float
     detail: str = ""
+    bad_environment: bool = False
 
 
 @dataclass
 class Check:
-    """The bring-up of one device."""
+    """The bring-up of one device; `emulated` is True when the device is the emulated machine's, not hardware."""
     device: str
     target: str
     emulated: bool
@@ -42,6 +47,11 @@ class Check:
     def ok(self) -> bool:
         return bool(self.steps) and all(s.ok for s in self.steps)
 
+    @property
+    def bad_environment(self) -> bool:
+        """True when a step failed on a bad BAREGPU_* variable (hcq.env.EnvError) rather than on the device."""
+        return any(s.bad_environment for s in self.steps)
+
     def as_dict(self) -> dict[str, Any]:
         return {"device": self.device, "target": self.target, "emulated": self.emulated, "ok": self.ok,
                 "steps": [asdict(s) for s in self.steps]}
@@ -49,12 +59,13 @@ class Check:
 
 def _step(check: Check, name: str, fn: Callable[[], str]) -> bool:
     t0 = time.perf_counter()
+    bad_env = False
     try:
         detail = fn() or ""
         ok = True
     except Exception as e:  # the report names any failure; a probe never crashes on a broken device
-        detail, ok = f"{type(e).__name__}: {e}", False
-    check.steps.append(Step(name, ok, round((time.perf_counter() - t0) * 1000, 2), detail))
+        detail, ok, bad_env = f"{type(e).__name__}: {e}", False, isinstance(e, EnvError)
+    check.steps.append(Step(name, ok, round((time.perf_counter() - t0) * 1000, 2), detail, bad_env))
     return ok
 
 
@@ -136,10 +147,12 @@ def check_amd(system: System, index: int) -> Check:
 
 
 def render(checks: list[Check]) -> list[str]:
+    """The checks as text lines; every line of an emulated device's check starts with [emulated], as in gpu_probe."""
+    from tools.gpu_probe import EMULATED_TAG
     lines = []
     for c in checks:
-        lines.append(f"Bring-up {c.device} ({c.target}{', emulated' if c.emulated else ''}): "
-                     f"{'OK' if c.ok else 'FAILED'}")
+        tag = EMULATED_TAG if c.emulated else ""
+        lines.append(f"{tag}Bring-up {c.device} ({c.target}): {'OK' if c.ok else 'FAILED'}")
         for s in c.steps:
-            lines.append(f"    {'ok ' if s.ok else 'FAIL'} {s.name:<7} {s.ms:9.2f} ms  {s.detail}")
+            lines.append(f"{tag}    {'ok ' if s.ok else 'FAIL'} {s.name:<7} {s.ms:9.2f} ms  {s.detail}")
     return lines

@@ -1,7 +1,8 @@
-"""python -m tools.gpu_probe: what GPUs this machine has, which driver path would handle each, and what
-blocks it, in words a person can act on; then every device whose driver is built is brought up and checked
-(tools/bringup.py), the emulated machine standing in when there is no GPU. `--json` prints the same report
-for programs.
+"""python -m tools.gpu_probe (installed as the gpu-probe command): what GPUs this machine has, which driver path
+would handle each, and what blocks it, in words a person can act on; then every device that is ready to use (nothing
+blocks it and every path it needs is built) is brought up and checked (tools/bringup.py), the emulated machine
+standing in when there is no GPU. `--json` prints the same report for programs. The exit status says how it went
+(EXIT_CODES, also in --help).
 
 Every file it reads goes through the OS seam, so tests describe a machine with an emulated system.
 """
@@ -187,7 +188,8 @@ def probe_kfd(system: System) -> dict[str, Any] | None:
                                 "(sudo usermod -aG render,video $USER) and log in again")
     elif err is not None:
         info["blockers"].append(f"cannot open /dev/kfd: {os.strerror(err)}")
-    for node in _listdir(system, KFD_TOPOLOGY):
+    # in index order, as drivers/amd/topology.py numbers them, so node i here is KFDDevice(i) in the bring-up
+    for node in sorted((n for n in _listdir(system, KFD_TOPOLOGY) if n.isdigit()), key=int):
         props: dict[str, int] = {}
         for line in (_attr(system, f"{KFD_TOPOLOGY}/{node}/properties") or "").splitlines():
             key, _, value = line.partition(" ")
@@ -280,37 +282,77 @@ def driver_missing(path: str | None) -> str | None:
     return NOT_BUILT.get(PATH_DRIVER.get(path or "", ""))
 
 
-def probe(system: System) -> dict[str, Any]:
-    """The whole report as a dict (the --json output); never raises for a missing or unreadable file."""
+def kfd_target_missing(target: str | None) -> str | None:
+    """What the AMD (KFD) driver lacks for a GPU of this gfx target, or None when every path it needs is built.
+
+    A user's first program needs the copy queue, the compute queue and the kernel compiler's target; the compute
+    queue is PM4 of the target's family (drivers/amd/pm4.py), which gfx9 parts such as gfx942 do not have yet.
+    """
+    if target is None:
+        return None  # no KFD node names it: nothing to judge by, and the bring-up says what fails
+    from compiler import TARGETS
+    from drivers.amd.pm4 import FAMILIES, PM4Error, family_for
+    missing = []
+    try:
+        family_for(target)
+    except PM4Error:
+        missing.append(f"no compute queue for it (PM4 compute queues are built for {', '.join(FAMILIES)})")
+    if target not in TARGETS:
+        missing.append(f"the kernel compiler has no {target} target")
+    return f"the AMD (KFD) driver is not built for {target} yet: {'; '.join(missing)}" if missing else None
+
+
+def probe(system: System, emulated: bool = False) -> dict[str, Any]:
+    """The whole report as a dict (the --json output); never raises for a missing or unreadable file.
+
+    `emulated` says the machine is the emulated one: every device entry then carries "emulated": true, so the
+    report can never pass an emulated GPU off as a real one.
+    """
     kfd, nvidia = probe_kfd(system), probe_nvidia(system)
     report = {"schema": SCHEMA, "pci": probe_pci(system, kfd is not None, nvidia), "kfd": kfd, "nvidia": nvidia,
               "kgsl": probe_kgsl(system), "usb": probe_usb(system)}
     kfd_gpus = (kfd or {}).get("gpus", [])
+    for g in kfd_gpus:
+        g["driver_missing"] = kfd_target_missing(g["gfx"])
     node_blockers = {"AMD (KFD)": (kfd or {}).get("blockers"), "NV (RM/UVM)": (nvidia or {}).get("blockers")}
-    ready: list[tuple[bool, str]] = []  # per device some driver path would handle: (nothing blocks it, the path)
+    # per device some driver path would handle: (nothing blocks it, the path as the summary names it, what is not built)
+    ready: list[tuple[bool, str, str | None]] = []
     for d in report["pci"]:
         d["gfx"] = next((g["gfx"] for g in kfd_gpus if g["bdf"] == d["bdf"]), None)
         if d["path"]:
-            ready.append((not d["blockers"] and not node_blockers.get(d["path"]), d["path"]))
             d["driver_missing"] = driver_missing(d["path"])
+            if d["path"] == "AMD (KFD)" and not d["driver_missing"]:
+                d["driver_missing"] = kfd_target_missing(d["gfx"])
+            ready.append((not d["blockers"] and not node_blockers.get(d["path"]), _built_label(d["path"], d),
+                          d["driver_missing"]))
     pci_bdfs = {d["bdf"] for d in report["pci"]}
     # KFD GPUs whose PCI device sysfs did not show (a container with only /dev/kfd passed through) count too
-    ready += [(not kfd["blockers"], "AMD (KFD)") for g in kfd_gpus if g["bdf"] not in pci_bdfs]
+    ready += [(not kfd["blockers"], _built_label("AMD (KFD)", g), g["driver_missing"])
+              for g in kfd_gpus if g["bdf"] not in pci_bdfs]
     for d in report["usb"] + ([report["kgsl"]] if report["kgsl"] else []):
         d["driver_missing"] = driver_missing(d["path"])
-        ready.append((not d["blockers"], d["path"]))
-    # Unblocked, but waiting on a driver baregpu has not built yet: not ready to use either.
-    not_built = sorted({path for ok, path in ready if ok and driver_missing(path)})
-    report["summary"] = {"devices": len(ready), "usable": sum(ok and not driver_missing(p) for ok, p in ready),
+        ready.append((not d["blockers"], d["path"], d["driver_missing"]))
+    for d in report["pci"] + report["usb"] + kfd_gpus + [x for x in (kfd, nvidia, report["kgsl"]) if x]:
+        d["emulated"] = emulated
+    # Unblocked, but waiting on something baregpu has not built yet: not ready to use either.
+    not_built = sorted({label for ok, label, missing in ready if ok and missing})
+    report["summary"] = {"devices": len(ready), "usable": sum(ok and not missing for ok, _, missing in ready),
                          "not_built": not_built, "found_any": bool(ready or kfd or nvidia),
-                         "pci_scanned": len(_listdir(system, PCI_ROOT))}
+                         "pci_scanned": len(_listdir(system, PCI_ROOT)), "emulated": emulated}
+    report["emulated"] = emulated
     return report
+
+
+def _built_label(path: str, dev: dict[str, Any]) -> str:
+    """How the summary names what a device waits on: the path, or the path and target when only that is missing."""
+    return f"{path} for {dev['gfx']}" if path == "AMD (KFD)" and dev.get("gfx") else path
 
 
 NOTHING = ("No GPU found: no PCI display device with a driver path, /dev/kfd, /dev/nvidiactl, /dev/kgsl-3d0 or "
            "ASM2464 USB bridge on this machine.")
+EMULATED_TAG = "[emulated] "
 STAND_IN = ("No GPU on this machine: the emulated machine stands in for one (what BAREGPU_EMULATE=1 selects); "
-            "--no-emulate skips it.")
+            f"every line marked {EMULATED_TAG.strip()} is about it, not about real hardware. --no-emulate skips it.")
 
 
 def _id(value: int | None) -> str:
@@ -326,7 +368,10 @@ def _blocked(blockers: list[str] | None) -> list[str]:
 
 
 def render(report: dict[str, Any]) -> str:
-    """The report as text for a person: one block per device, each blocker on its own "blocked:" line."""
+    """The report as text for a person: one block per device, each blocker on its own "blocked:" line.
+
+    Every line of an emulated machine's report starts with [emulated], so no line of it reads as real hardware.
+    """
     lines = []
     for d in report["pci"]:
         bars = ", ".join(f"BAR{b['index']} {_size_text(b['size'])}" for b in d["bars"]) if d["bars"] else "unknown"
@@ -336,13 +381,15 @@ def render(report: dict[str, Any]) -> str:
         lines.append(f"    BARs:          {bars}")
         lines.append(f"    driver path:   {d['path'] or 'no driver path (unsupported vendor)'}{_missing(d)}")
         lines += _blocked(d["blockers"])
-    kfd = report["kfd"]
+    kfd, pci_bdfs = report["kfd"], {d["bdf"] for d in report["pci"]}
     if kfd:
         lines.append(f"/dev/kfd  {'opens' if kfd['openable'] else 'does not open'}; {len(kfd['gpus'])} GPU node(s)")
         for g in kfd["gpus"]:
             name = f" {g['name']}" if g["name"] and g["name"] != g["gfx"] else ""
             lines.append(f"    node {g['node']}: {g['gfx']}{name} at {g['bdf'] or 'unknown'}, {g['simd_count']} SIMDs, "
                          f"{g['render_node'] or 'no render node'}{'' if g['render_node_present'] else ' (missing)'}")
+            if g.get("driver_missing") and g["bdf"] not in pci_bdfs:  # a PCI block says it already
+                lines.append(f"    not ready: {g['driver_missing']}")
         lines += _blocked(kfd["blockers"])
     nv = report["nvidia"]
     if nv:
@@ -367,56 +414,144 @@ def render(report: dict[str, Any]) -> str:
             lines.append(f"Scanned {s['pci_scanned']} PCI device(s): none is a display controller or accelerator.")
         lines.append(NOTHING)
     else:
-        line = f"{s['devices']} device(s) with a driver path, {s['usable']} ready to use"
+        line = f"{s['devices']} {'emulated ' if report.get('emulated') else ''}device(s) with a driver path, " \
+               f"{s['usable']} ready to use"
         if s["not_built"]:
-            line += f"; not built yet in baregpu: the {', '.join(s['not_built'])} driver(s)"
+            line += f"; not built yet in baregpu: {', '.join(s['not_built'])}"
         lines.append(line + ".")
+    if report.get("emulated"):
+        lines = [EMULATED_TAG + line for line in lines]
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None, system: System | None = None) -> int:
-    """Entry point: print the report, then bring up and check every device whose driver is built.
+# Exit status, in the manner of nvidia-smi's and rocminfo's documented return codes; 2 is argparse's own.
+EXIT_OK = 0  # every device found is ready to use and passed every bring-up check it was given
+EXIT_CHECK_FAILED = 1  # a bring-up check failed
+EXIT_USAGE = 2  # bad arguments or a bad BAREGPU_* environment variable
+EXIT_NO_GPU = 3  # no GPU found (with --no-emulate, or when nothing at all could be probed)
+EXIT_NOT_READY = 4  # a GPU was found but something blocks it or baregpu has not built what it needs
+EXIT_CODES = f"""exit status:
+  {EXIT_OK}  every device found is ready to use and, unless --no-check, was brought up and passed every check
+  {EXIT_CHECK_FAILED}  a bring-up check failed (the report names the device, the step and the error)
+  {EXIT_USAGE}  usage error: bad arguments, conflicting flags, or a bad BAREGPU_* environment variable
+     (one a bring-up step read included: the report names it)
+  {EXIT_NO_GPU}  no GPU found (with --no-emulate, or when nothing at all could be probed)
+  {EXIT_NOT_READY}  a GPU was found but is not ready to use: something blocks it, or baregpu has not built
+     the driver path it needs yet (the report says which and what to do)
+With no GPU on this machine the emulated machine stands in (unless --no-emulate), and the status is its."""
 
-    Exit status: 0 when the probe ran and every check passed (blocked devices included: they are reported,
-    not checked), 1 when a bring-up check failed, 2 for bad arguments. With no GPU on this machine the
-    emulated machine is probed and checked instead, unless --no-emulate. A `system` handed in (tests
-    describing a machine) is only reported on, never driven.
-    """
-    from drivers.emulation import emulated_system, emulated_vendors
-    ap = argparse.ArgumentParser(prog="python -m tools.gpu_probe", description=__doc__.split("\n\n")[0])
+
+def exit_status(report: dict[str, Any], checks: list[Any]) -> int:
+    """The exit status a report and its bring-up checks come to (EXIT_CODES says what each means)."""
+    s = report["summary"]
+    if any(c.bad_environment for c in checks):
+        return EXIT_USAGE  # e.g. BAREGPU_LOCK_WAIT=soon stopped the open: the variable is wrong, not the device
+    if any(not c.ok for c in checks):
+        return EXIT_CHECK_FAILED
+    if not s["found_any"]:
+        return EXIT_NO_GPU
+    if not s["devices"] or s["usable"] < s["devices"]:
+        return EXIT_NOT_READY
+    return EXIT_OK
+
+
+DESCRIPTION = """What GPUs this machine has, which driver path would handle each, and what blocks it, in words
+you can act on; then every device that is ready to use is brought up and checked: open, memory,
+a copy, a compiled kernel and a signal. With no GPU the emulated machine stands in.
+--json prints the same report for programs."""  # wrapped by hand: the raw formatter keeps the exit table's layout
+
+
+def prog_name() -> str:
+    """How the user ran the probe, for the usage line: `gpu-probe` (the console script) or python -m tools.gpu_probe."""
+    launcher = sys.modules.get("__main__")
+    # pip's console-script launcher is a plain file (no module spec) that imported this main: name it as it was typed
+    if getattr(launcher, "__spec__", None) is None and getattr(launcher, "main", None) is main and sys.argv[0]:
+        return os.path.basename(sys.argv[0])
+    return "python -m tools.gpu_probe"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: --json, --no-check, and --emulate or --no-emulate (never both)."""
+    ap = argparse.ArgumentParser(prog=prog_name(), description=DESCRIPTION, epilog=EXIT_CODES,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--json", action="store_true", help="print the report as JSON")
     ap.add_argument("--no-check", action="store_true", help="only report what is there; open no device")
-    ap.add_argument("--emulate", action="store_true", help="probe the emulated machine (as BAREGPU_EMULATE=amd)")
-    ap.add_argument("--no-emulate", action="store_true", help="never stand the emulated machine in for a GPU")
-    args = ap.parse_args(argv)
+    which = ap.add_mutually_exclusive_group()
+    which.add_argument("--emulate", action="store_true", help="probe the emulated machine (as BAREGPU_EMULATE=amd)")
+    which.add_argument("--no-emulate", action="store_true",
+                       help="probe this machine's real hardware only: never stand the emulated machine in for a GPU "
+                            "(overrides BAREGPU_EMULATE)")
+    return ap
+
+
+def main(argv: list[str] | None = None, system: System | None = None) -> int:
+    """Entry point: print the report, then bring up and check every device that is ready to use.
+
+    Returns the exit status (EXIT_CODES); argparse exits with 2 itself on bad arguments. With no GPU on this
+    machine the emulated machine is probed and checked instead, unless --no-emulate. A `system` handed in
+    (tests describing a machine) is only reported on, never driven, and never replaced by the emulated one.
+    """
+    ap = build_parser()
+    try:
+        args = ap.parse_args(argv)
+    except SystemExit:
+        to_stdout(None)  # --help | head: the help text is still buffered and its reader may be gone
+        raise
     chosen = system is None  # a system handed in (tests) describes a machine; only one chosen here is driven
-    emulated = chosen and (args.emulate or "amd" in emulated_vendors())
-    if system is None:
-        system = emulated_system("amd") if emulated else LinuxSystem()
-    report = probe(system)
-    texts = [render(report)]
-    if not report["summary"]["found_any"] and not emulated and not args.no_emulate and isinstance(system, LinuxSystem):
-        system, emulated = emulated_system("amd"), True
-        report = dict(probe(system), machine=report)  # the real machine's (empty) report stays in the JSON
-        texts += [STAND_IN, render(report)]
+    try:
+        report, texts, system = _survey(args, system)
+    except ValueError as e:  # hcq.env.EnvError among them: a bad BAREGPU_* value is the user's to fix, like a bad flag
+        print(f"{ap.prog}: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
     checks = run_checks(system, report) if chosen and not args.no_check else []
-    report["emulated"] = emulated
     report["checks"] = [c.as_dict() for c in checks]
+    status = exit_status(report, checks)
     if args.json:
-        print(json.dumps(report, indent=2))
+        out = json.dumps(report, indent=2)
     else:
         from tools.bringup import render as render_checks
-        print("\n".join(texts + render_checks(checks)))
-    return 0 if all(c.ok for c in checks) else 1
+        out = "\n".join(texts + render_checks(checks))
+    to_stdout(out)
+    return status
+
+
+def to_stdout(text: str | None) -> None:
+    """Print `text` (if any) and flush; a reader that has gone (| head) ends the output quietly, with no traceback."""
+    try:
+        if text is not None:
+            print(text)
+        sys.stdout.flush()  # a reader gone early shows here, not as an error at interpreter exit
+    except BrokenPipeError:
+        # the Python docs' SIGPIPE recipe: send the rest to devnull so the exit-time flush stays quiet
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+
+
+def _survey(args: argparse.Namespace, system: System | None) -> tuple[dict[str, Any], list[str], System]:
+    """Pick the machine (real, emulated, or the one handed in), probe it, and stand the emulated one in when the
+    real one has no GPU. Raises ValueError (EnvError) for a bad BAREGPU_EMULATE or BAREGPU_EMU_AMD."""
+    from drivers.emulation import emulated_system, emulated_vendors
+    chosen = system is None
+    wanted = "amd" in emulated_vendors()  # read even under --no-emulate: a bad value is named, not ignored
+    emulated = chosen and not args.no_emulate and (args.emulate or wanted)
+    if system is None:
+        system = emulated_system("amd") if emulated else LinuxSystem()
+    report = probe(system, emulated)
+    texts = [render(report)]
+    if chosen and not report["summary"]["found_any"] and not emulated and not args.no_emulate:
+        system, emulated = emulated_system("amd"), True
+        report = dict(probe(system, True), machine=report)  # the real machine's (empty) report stays in the JSON
+        texts += [STAND_IN, render(report)]
+    return report, texts, system
 
 
 def run_checks(system: System, report: dict[str, Any]) -> list[Any]:
-    """Bring up every device some built driver handles and nothing blocks (today: AMD through KFD)."""
+    """Bring up every KFD GPU that is ready to use: nothing blocks it and its driver paths are built."""
     from tools.bringup import check_amd
     kfd = report.get("kfd")
     if not kfd or kfd.get("blockers"):
         return []
-    return [check_amd(system, i) for i in range(len(kfd.get("gpus", [])))]
+    return [check_amd(system, i) for i, g in enumerate(kfd.get("gpus", [])) if not g.get("driver_missing")]
 
 
 if __name__ == "__main__":

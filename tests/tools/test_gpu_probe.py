@@ -3,15 +3,18 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from drivers.system import OSCallError
+from drivers.system import LinuxSystem, OSCallError
 from emu.system import EmulatedSystem, NodeHandler
-from tools.gpu_probe import main, probe, render
+from hcq.env import EnvError
+from tools.gpu_probe import (EMULATED_TAG, EXIT_CHECK_FAILED, EXIT_NO_GPU, EXIT_NOT_READY, EXIT_OK, EXIT_USAGE,
+                             exit_status, kfd_target_missing, main, probe, render)
 
 ROOT = Path(__file__).resolve().parents[2]
 AMD_BDF = "0000:03:00.0"
@@ -46,6 +49,13 @@ def kfd_topology(system: EmulatedSystem, gfx_version: int = 110000, render_minor
                     f"location_id 768\ndomain 0\ndrm_render_minor {render_minor}\n")
 
 
+@pytest.fixture(autouse=True)
+def own_lock_dir(tmp_path, monkeypatch):
+    """The emulated machine is machine-wide (its GPUs' locks meet other processes', as cards do): a lock directory
+    of this test's own keeps probes here, and the subprocesses they start, from meeting other test runs."""
+    monkeypatch.setenv("BAREGPU_LOCK_DIR", str(tmp_path / "locks"))
+
+
 @pytest.fixture
 def amd_kfd_machine():
     s = EmulatedSystem()
@@ -56,20 +66,25 @@ def amd_kfd_machine():
     return s
 
 
+def probe_cmd(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "tools.gpu_probe", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
 def test_runs_on_this_machine_in_text_and_json():
     from compiler.toolchain import lld_missing
     # Without ld.lld the emulated stand-in's kernel check cannot link (test_emulated_machine_... skips).
     extra = ["--no-emulate"] if lld_missing() else []
-    text = subprocess.run([sys.executable, "-m", "tools.gpu_probe", *extra], cwd=ROOT, capture_output=True, text=True,
-                          timeout=60)
-    assert text.returncode == 0 and text.stdout.strip(), text.stderr
-    js = subprocess.run([sys.executable, "-m", "tools.gpu_probe", "--json", *extra], cwd=ROOT, capture_output=True, text=True,
-                        timeout=60)
-    assert js.returncode == 0, js.stderr
+    text = probe_cmd(*extra)
+    assert text.stdout.strip() and text.stderr == "", text.stderr
+    js = probe_cmd("--json", *extra)
     report = json.loads(js.stdout)
     assert report["schema"] == 1 and {"pci", "kfd", "nvidia", "kgsl", "usb", "summary"} <= report.keys()
-    bad = subprocess.run([sys.executable, "-m", "tools.gpu_probe", "--bogus"], cwd=ROOT, capture_output=True, timeout=60)
-    assert bad.returncode == 2
+    # the status is the report's (no bring-up fails on this machine), the same in text and JSON
+    assert js.returncode == text.returncode == exit_status(report, []) != EXIT_CHECK_FAILED
+    assert all(c["ok"] for c in report["checks"])
+    bad = probe_cmd("--bogus")
+    assert bad.returncode == EXIT_USAGE and "unrecognized arguments: --bogus" in bad.stderr
 
 
 def test_amd_card_with_kfd_is_ready(amd_kfd_machine):
@@ -81,7 +96,8 @@ def test_amd_card_with_kfd_is_ready(amd_kfd_machine):
     assert gpu["gfx"] == "gfx1100" and gpu["render_node"] == "/dev/dri/renderD128" and gpu["render_node_present"]
     text = render(report)
     assert "AMD (KFD)" in text and "gfx1100" in text and "BAR0 16 GiB" in text and "blocked" not in text
-    assert report["summary"] == {"devices": 1, "usable": 1, "not_built": [], "found_any": True, "pci_scanned": 1}
+    assert report["summary"] == {"devices": 1, "usable": 1, "not_built": [], "found_any": True, "pci_scanned": 1,
+                                 "emulated": False}
 
 
 def test_gfx_names_from_kfd_versions():
@@ -156,11 +172,11 @@ def test_unopenable_kfd_says_which_groups_to_join():
     assert not kfd["openable"] and "render and video groups" in kfd["blockers"][0]
 
 
-def test_empty_machine_says_so_and_exits_zero(capsys):
-    assert main([], system=EmulatedSystem()) == 0
+def test_empty_machine_says_so_and_exits_with_no_gpu(capsys):
+    assert main([], system=EmulatedSystem()) == EXIT_NO_GPU
     out = capsys.readouterr().out
-    assert "No GPU found" in out
-    assert main(["--json"], system=EmulatedSystem()) == 0
+    assert "No GPU found" in out and EMULATED_TAG not in out
+    assert main(["--json"], system=EmulatedSystem()) == EXIT_NO_GPU
     assert json.loads(capsys.readouterr().out)["summary"]["found_any"] is False
 
 
@@ -269,12 +285,12 @@ def test_kgsl_is_reported_with_its_model():
     s.add_file("/sys/class/kgsl/kgsl-3d0/gpu_model", "Adreno630v2\n")
     report = probe(s)
     assert report["kgsl"] == {"gpu_model": "Adreno630v2", "path": "QCOM (kgsl)", "blockers": [],
-                              "driver_missing": "the Qualcomm Adreno (kgsl) driver is not built yet"}
+                              "driver_missing": "the Qualcomm Adreno (kgsl) driver is not built yet", "emulated": False}
     text = render(report)
     assert "QCOM (kgsl) (the Qualcomm Adreno (kgsl) driver is not built yet)" in text
     # Nothing blocks it, but there is no driver to use it with yet: not "ready to use".
     assert report["summary"]["usable"] == 0 and report["summary"]["not_built"] == ["QCOM (kgsl)"]
-    assert "0 ready to use; not built yet in baregpu: the QCOM (kgsl) driver(s)" in text
+    assert "0 ready to use; not built yet in baregpu: QCOM (kgsl)." in text
 
 
 def test_nvidia_card_without_the_nvidia_module():
@@ -296,14 +312,16 @@ def test_mi300_style_accelerator_class_is_listed_and_json_is_stable(amd_kfd_mach
 
 
 def test_emulated_machine_is_brought_up_and_checked(capsys, lld):
-    assert main(["--emulate"]) == 0
+    assert main(["--emulate"]) == EXIT_OK
     out = capsys.readouterr().out
-    assert "Bring-up AMD (gfx1100, emulated): OK" in out
+    assert "[emulated] Bring-up AMD (gfx1100): OK" in out
     for step in ("open", "memory", "copy", "kernel", "signal"):
-        assert f"ok  {step}" in out
-    assert main(["--emulate", "--json"]) == 0
+        assert f"[emulated]     ok  {step}" in out
+    # every line is about the emulated machine, and every line says so
+    assert all(line.startswith(EMULATED_TAG) for line in out.splitlines()), out
+    assert main(["--emulate", "--json"]) == EXIT_OK
     report = json.loads(capsys.readouterr().out)
-    assert report["emulated"] is True and [c["ok"] for c in report["checks"]] == [True]
+    assert report["emulated"] is True and [(c["ok"], c["emulated"]) for c in report["checks"]] == [(True, True)]
     assert [s["name"] for s in report["checks"][0]["steps"]] == ["open", "memory", "copy", "kernel", "signal"]
 
 
@@ -317,12 +335,13 @@ def test_a_failing_bring_up_step_is_reported_and_stops_the_rest():
     assert "FAIL memory" in "\n".join(render([check]))
 
 
-def test_no_check_opens_nothing_and_no_emulate_keeps_the_empty_report(capsys):
-    assert main(["--emulate", "--no-check", "--json"]) == 0
+def test_no_check_opens_nothing_and_no_emulate_keeps_the_real_report(capsys):
+    assert main(["--emulate", "--no-check", "--json"]) == EXIT_OK
     assert json.loads(capsys.readouterr().out)["checks"] == []
-    assert main(["--no-emulate", "--json"]) == 0
+    status = main(["--no-emulate", "--json"])
     report = json.loads(capsys.readouterr().out)
     assert report["emulated"] is False and "machine" not in report
+    assert status == exit_status(report, [])  # this machine's own answer: EXIT_NO_GPU where it has no GPU
 
 
 def test_an_nvidia_card_nothing_blocks_waits_on_the_nv_driver():
@@ -337,5 +356,207 @@ def test_an_nvidia_card_nothing_blocks_waits_on_the_nv_driver():
     assert card["path"] == "NV (RM/UVM)" and card["blockers"] == [] and report["nvidia"]["blockers"] == []
     assert card["driver_missing"] == "the NVIDIA (RM/UVM) driver is not built yet"
     assert report["summary"]["usable"] == 0 and report["summary"]["not_built"] == ["NV (RM/UVM)"]
-    assert "1 device(s) with a driver path, 0 ready to use; not built yet in baregpu: the NV (RM/UVM) driver(s)." \
-        in render(report)
+    assert "1 device(s) with a driver path, 0 ready to use; not built yet in baregpu: NV (RM/UVM)." in render(report)
+
+
+# --- as users meet it: exit status, flags, pipes, names, labels, targets, environment ---
+
+def test_exit_codes_are_distinct_and_documented_in_help(capsys):
+    codes = {EXIT_OK, EXIT_CHECK_FAILED, EXIT_USAGE, EXIT_NO_GPU, EXIT_NOT_READY}
+    assert len(codes) == 5 and EXIT_OK == 0 and EXIT_USAGE == 2  # 2 is argparse's own usage-error status
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert "exit status:" in out
+    for code, words in ((EXIT_OK, "every device found is ready to use"), (EXIT_CHECK_FAILED, "a bring-up check failed"),
+                        (EXIT_USAGE, "usage error"), (EXIT_NO_GPU, "no GPU found"),
+                        (EXIT_NOT_READY, "a GPU was found but is not ready to use")):
+        assert f"  {code}  {words}" in out
+
+
+def test_no_emulate_on_a_machine_without_a_gpu_exits_with_no_gpu_and_shows_nothing_emulated(capsys):
+    if probe(LinuxSystem())["summary"]["found_any"]:
+        pytest.skip("this machine has a GPU: --no-emulate reports it (the described-machine tests cover the codes)")
+    assert main(["--no-emulate"]) == EXIT_NO_GPU
+    out = capsys.readouterr().out
+    assert "No GPU found" in out and "/dev/kfd  opens" not in out and "emulated" not in out
+
+
+def test_the_default_stand_in_labels_every_emulated_line_and_not_the_real_ones(capsys):
+    if probe(LinuxSystem())["summary"]["found_any"]:
+        pytest.skip("this machine has a GPU: the emulated machine does not stand in")
+    assert main(["--no-check"]) == EXIT_OK
+    lines = capsys.readouterr().out.splitlines()
+    stand_in = next(i for i, line in enumerate(lines) if line.startswith("No GPU on this machine"))
+    assert any(line.startswith("No GPU found") for line in lines[:stand_in])
+    assert not any(line.startswith(EMULATED_TAG) for line in lines[:stand_in + 1])
+    assert lines[stand_in + 1:] and all(line.startswith(EMULATED_TAG) for line in lines[stand_in + 1:])
+    assert any("/dev/kfd  opens" in line for line in lines[stand_in + 1:])
+    assert main(["--no-check", "--json"]) == EXIT_OK
+    report = json.loads(capsys.readouterr().out)
+    assert report["emulated"] is True and report["summary"]["emulated"] is True and report["kfd"]["emulated"] is True
+    assert [g["emulated"] for g in report["kfd"]["gpus"]] == [True]
+    assert report["machine"]["emulated"] is False and report["machine"]["summary"]["found_any"] is False
+
+
+def test_a_described_real_machine_is_never_labelled_emulated(amd_kfd_machine, capsys):
+    pci_device(amd_kfd_machine, "0000:01:00.0", 0x10DE, 0x2330, "nouveau", 64 << 30)
+    assert main(["--json"], system=amd_kfd_machine) == EXIT_NOT_READY  # nouveau blocks the NVIDIA card
+    report = json.loads(capsys.readouterr().out)
+    entries = report["pci"] + [report["kfd"]] + report["kfd"]["gpus"] + [report["summary"]]
+    assert report["emulated"] is False and [e["emulated"] for e in entries] == [False] * len(entries)
+    assert EMULATED_TAG not in render(probe(amd_kfd_machine))
+    report = probe(amd_kfd_machine, emulated=True)
+    assert all(line.startswith(EMULATED_TAG) for line in render(report).splitlines())
+    assert "2 emulated device(s) with a driver path" in render(report)
+
+
+def test_exit_status_per_case_on_described_machines(amd_kfd_machine, capsys):
+    assert main([], system=amd_kfd_machine) == EXIT_OK  # ready, and a described machine is never driven
+    amd_kfd_machine.add_node("/dev/dri/renderD128", forbidden)
+    assert main([], system=amd_kfd_machine) == EXIT_NOT_READY  # blocked: the report says which group to join
+    s = EmulatedSystem()
+    s.add_node("/dev/kgsl-3d0", lambda flags: NodeHandler())
+    assert main(["--no-check"], system=s) == EXIT_NOT_READY  # nothing blocks it, but its driver is not built
+    s = EmulatedSystem()
+    pci_device(s, "0000:00:02.0", 0x1234, 0x1111, None, 16 << 20)  # a QEMU display: no driver path, not a GPU
+    assert main([], system=s) == EXIT_NO_GPU
+    capsys.readouterr()
+
+
+def test_a_failing_bring_up_exits_with_check_failed(monkeypatch, capsys):
+    import drivers.emulation
+    from emu.machine import emulated_system
+    # an emulated machine whose VRAM is too small for the memory step, as a broken card would be
+    monkeypatch.setattr(drivers.emulation, "emulated_system",
+                        lambda vendor, targets=None: emulated_system(vendor, ("gfx1100",), vram_limit=1 << 20))
+    assert main(["--emulate"]) == EXIT_CHECK_FAILED
+    out = capsys.readouterr().out
+    assert "[emulated] Bring-up AMD (gfx1100): FAILED" in out and "[emulated]     FAIL memory" in out
+    assert "ok  copy" not in out  # the steps after a failure are skipped
+
+
+def test_conflicting_flags_are_refused(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--emulate", "--no-emulate"])
+    assert exc.value.code == EXIT_USAGE
+    assert "argument --no-emulate: not allowed with argument --emulate" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("fmt, unbuffered, status", [([], False, EXIT_OK), (["--json"], False, EXIT_OK),
+                                                     (["--json"], True, EXIT_OK), (["--help"], False, 0)],
+                         ids=["text", "json", "json-unbuffered", "help"])
+def test_a_reader_that_leaves_early_gets_no_traceback(fmt, unbuffered, status):
+    # buffered stdout (a user's default) fails at the flush, PYTHONUNBUFFERED=1 at the write: both must be quiet
+    env = dict(os.environ)
+    env.pop("PYTHONUNBUFFERED", None)
+    if unbuffered:
+        env["PYTHONUNBUFFERED"] = "1"
+    proc = subprocess.Popen([sys.executable, "-m", "tools.gpu_probe", "--emulate", "--no-check", *fmt], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    proc.stdout.close()  # the reader is gone before the probe writes a byte (| head that already has its line)
+    _, err = proc.communicate(timeout=60)
+    assert err.decode() == "" and proc.returncode == status
+
+
+def test_usage_line_names_the_command_the_way_it_was_run(tmp_path):
+    bad = probe_cmd("--bogus")
+    assert bad.stderr.startswith("usage: python -m tools.gpu_probe ") and bad.returncode == EXIT_USAGE
+    # a launcher of the shape pip writes for [project.scripts] gpu-probe = "tools.gpu_probe:main"
+    script = tmp_path / "gpu-probe"
+    script.write_text(f"#!{sys.executable}\nimport sys\nfrom tools.gpu_probe import main\n"
+                      "if __name__ == '__main__':\n    sys.exit(main())\n")
+    script.chmod(0o755)
+    env = dict(os.environ, PYTHONPATH=str(ROOT), BAREGPU_EMULATE="bogus")
+    bad = subprocess.run([str(script), "--bogus"], cwd=tmp_path, capture_output=True, text=True, timeout=60, env=env)
+    assert bad.stderr.startswith("usage: gpu-probe [-h]") and "gpu-probe: error: unrecognized" in bad.stderr
+    env_bad = subprocess.run([str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=60, env=env)
+    assert env_bad.returncode == EXIT_USAGE and env_bad.stderr.startswith("gpu-probe: error: environment variable "
+                                                                         "BAREGPU_EMULATE='bogus' is not valid")
+    assert "Traceback" not in env_bad.stderr and env_bad.stderr.count("\n") == 1  # one paragraph
+
+
+@pytest.mark.parametrize("name, value, words", [
+    ("BAREGPU_EMULATE", "bogus", ["'bogus' unknown", "amd, nv, qcom, usb"]),
+    ("BAREGPU_EMULATE", "1,amd", ["'1' unknown", "amd, nv, qcom, usb"]),
+    ("BAREGPU_EMULATE", ",", ["names no vendor"]),
+    ("BAREGPU_EMU_AMD", "", ["empty", "gfx1100", "gfx942"]),
+    ("BAREGPU_EMU_AMD", "gfx9000", ["'gfx9000' unknown", "gfx1100", "gfx1201", "gfx942"]),
+    ("BAREGPU_EMU_AMD", "gfx1100,,gfx90a", ["'gfx90a' unknown", "gfx1100"]),
+])
+def test_bad_environment_values_are_usage_errors_that_name_them(monkeypatch, capsys, name, value, words):
+    monkeypatch.setenv(name, value)
+    if name == "BAREGPU_EMU_AMD":
+        monkeypatch.setenv("BAREGPU_EMULATE", "amd")  # so the emulated machine is what gets probed
+    assert main(["--no-check"]) == EXIT_USAGE
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1
+    assert err.startswith(f"python -m tools.gpu_probe: error: environment variable {name}={value!r} is not valid")
+    assert "is amdgpu loaded" not in err
+    for w in words:
+        assert w in err
+
+
+def test_a_bad_emulate_value_is_named_even_under_no_emulate(monkeypatch, capsys):
+    monkeypatch.setenv("BAREGPU_EMULATE", "amdd")
+    assert main(["--no-emulate", "--no-check"]) == EXIT_USAGE
+    assert "BAREGPU_EMULATE='amdd'" in capsys.readouterr().err
+
+
+def test_gfx942_is_not_ready_and_says_what_is_not_built(monkeypatch, capsys):
+    assert kfd_target_missing("gfx1100") is None and kfd_target_missing("gfx1201") is None
+    assert kfd_target_missing("gfx942") == ("the AMD (KFD) driver is not built for gfx942 yet: no compute queue for it "
+                                            "(PM4 compute queues are built for gfx11, gfx12)")
+    monkeypatch.setenv("BAREGPU_EMU_AMD", "gfx942")
+    assert main(["--emulate"]) == EXIT_NOT_READY  # not brought up, so nothing fails: it is simply not ready
+    out = capsys.readouterr().out
+    assert "[emulated]     not ready: the AMD (KFD) driver is not built for gfx942 yet: no compute queue" in out
+    assert "0 ready to use; not built yet in baregpu: AMD (KFD) for gfx942." in out and "Bring-up" not in out
+    assert main(["--emulate", "--json"]) == EXIT_NOT_READY
+    report = json.loads(capsys.readouterr().out)
+    (gpu,) = report["kfd"]["gpus"]
+    assert gpu["gfx"] == "gfx942" and "no compute queue" in gpu["driver_missing"] and report["checks"] == []
+    assert report["summary"]["usable"] == 0 and report["summary"]["not_built"] == ["AMD (KFD) for gfx942"]
+
+
+def test_a_real_gfx942_card_is_not_counted_ready(amd_kfd_machine):
+    s = EmulatedSystem()
+    pci_device(s, AMD_BDF, 0x1002, 0x74A1, "amdgpu", 256 << 30, cls=0x120000)
+    s.add_node("/dev/kfd", lambda flags: NodeHandler())
+    s.add_node("/dev/dri/renderD128", lambda flags: NodeHandler())
+    kfd_topology(s, gfx_version=90402)
+    report = probe(s)
+    (card,) = report["pci"]
+    assert card["blockers"] == [] and "not built for gfx942" in card["driver_missing"]
+    assert report["summary"]["usable"] == 0 and report["summary"]["devices"] == 1
+    assert "driver path:   AMD (KFD) (the AMD (KFD) driver is not built for gfx942 yet" in render(report)
+    assert probe(amd_kfd_machine)["summary"]["usable"] == 1  # the same card shape as a gfx1100 is ready
+
+
+def test_mixed_machine_brings_up_what_is_built_and_skips_gfx942(monkeypatch, capsys, lld):
+    monkeypatch.setenv("BAREGPU_EMU_AMD", "gfx1100,gfx942")
+    assert main(["--emulate", "--json"]) == EXIT_NOT_READY  # one ready and checked, one not built
+    report = json.loads(capsys.readouterr().out)
+    assert [(c["device"], c["target"], c["ok"]) for c in report["checks"]] == [("AMD", "gfx1100", True)]
+    assert report["summary"]["usable"] == 1 and report["summary"]["devices"] == 2
+
+
+def test_kfd_nodes_are_listed_in_index_order_as_the_driver_numbers_them():
+    s = EmulatedSystem()
+    s.add_node("/dev/kfd", lambda flags: NodeHandler())
+    root = "/sys/class/kfd/kfd/topology/nodes"
+    for node, version in (("10", 110000), ("2", 90402)):  # listed "10" before "2" when sorted as text
+        s.add_file(f"{root}/{node}/name", "\n")
+        s.add_file(f"{root}/{node}/properties", f"simd_count 96\ngfx_target_version {version}\n")
+    assert [(g["node"], g["gfx"]) for g in probe(s)["kfd"]["gpus"]] == [(2, "gfx942"), (10, "gfx1100")]
+
+
+def test_a_bad_variable_read_during_bring_up_is_a_usage_error_not_a_broken_device(monkeypatch, capsys):
+    monkeypatch.setenv("BAREGPU_LOCK_WAIT", "soon")  # the lock's own message suggests setting it
+    assert main(["--emulate"]) == EXIT_USAGE
+    out = capsys.readouterr().out
+    assert "[emulated]     FAIL open" in out and "BAREGPU_LOCK_WAIT='soon' is not valid" in out
+    assert main(["--emulate", "--json"]) == EXIT_USAGE
+    (step,) = json.loads(capsys.readouterr().out)["checks"][0]["steps"]
+    assert step["name"] == "open" and step["bad_environment"] is True and "EnvError" in step["detail"]
