@@ -1,126 +1,58 @@
-"""The tensor layer on the CPU device: Python overhead per kernel, kernels per op after fusion, and matmul GFLOPS
-against numpy on the same machine in the same run. Everything is measured and printed, nothing is asserted.
+"""The tensor layer on the CPU device: per-call costs with and without the device's work, kernels per op after
+fusion, and elementwise and matmul speed against numpy measured interleaved in the same run. Everything is
+measured and printed, nothing is asserted.
 
-1. Scheduling overhead ("tensor: realize ..." rows): the host time to build a fresh lazy graph, schedule it and
-   submit its kernel, per kernel, when that kernel is already compiled and loaded (measure's warm-up call puts it
-   in the runtime's table). Every iteration builds a new graph over the same realized inputs, so the kernel is
-   the same; the device is synchronized after each timed loop of 100, outside the timed region. The CPU device's engine
-   is a host thread executing the submitted kernels (1024 floats: ~1 us each) at the same time, sharing the
-   GIL, as it does for any user. The note splits the time into building the graph, `Tensor.schedule`, and the
-   rest of `realize` (kernel lookup by signature, output allocation, queue encoding and submission), p50s of
-   separate measurements of the first two.
-2. Fusion ("tensor fusion: ..." rows): for a few expressions over realized inputs, the ops in the expression
-   (elementwise, reduce and matmul nodes of the lazy graph; views and constants are free and not counted)
-   against the kernels the scheduler emits (ScheduleItems of kind "kernel"); without fusion each op would be
-   its own kernel. The note also says if realizing the expression ran a different number of kernels. The
-   times are those of building the expression's graph and scheduling it (nothing runs). The elementwise
-   chains cycle add, scalar multiply, subtract, sin and multiply (see `_chain` for why not relu or maximum).
-3. Matmul ("tensor: matmul ..." and "numpy: ..." rows): square float32 n x n @ n x n, time per matmul,
-   GFLOPS = 2 n^3 / mean time. Ours: `(x @ y).realize()` on realized inputs, then synchronize, the kernel
-   compiled by a warm-up call first; the CPU device runs a kernel on one host thread. numpy: `a @ b` in a
-   subprocess started with OPENBLAS/OMP/MKL/BLIS_NUM_THREADS=1 (set before numpy loads its BLAS), limited with
-   threadpoolctl as well where that is installed, and the BLAS's own thread count read back where it exposes
-   one. Our row's target is twice numpy's mean time, i.e. the project's goal of at least half numpy's
-   single-threaded GFLOPS; the verdict column says whether this run met it.
+1. Per-call overhead ("tensor: realize ..." rows): `submit only, no sync` rows are the host time to build a
+   fresh lazy graph, schedule it and submit its kernel, per kernel, when that kernel is already compiled;
+   the device is synchronized after each timed loop of 100, outside the timed region, so the kernel's own
+   run and the wait for it are NOT in the number. The `synced` row beside each is the whole call, realize
+   then synchronize, timed call by call: what a user who waits for each result pays. The CPU device's
+   engine is a host thread sharing the GIL. The note splits the no-sync time into building the graph,
+   `Tensor.schedule`, and the rest of `realize` (kernel lookup, output allocation, encoding, submission).
+2. Fusion ("tensor fusion: ..." rows): ops in an expression (elementwise, reduce and matmul nodes; views and
+   constants are free) against the kernels the scheduler emits; the times are building the graph and
+   scheduling it (nothing runs).
+3. Against numpy ("tensor: 10-op chain ..." and "tensor: matmul ..." rows): ours (realize + synchronize) and
+   numpy run alternately round by round (see tools.bench.interleave) and the ratio is numpy's median over
+   ours. "numpy 1 thread" runs in a long-lived subprocess whose BLAS was loaded with one thread
+   (tools.bench.reference); "numpy" is numpy in this process with its BLAS's default threads, compared in a
+   second interleaved pass (its idle BLAS threads spin for a while and would slow the 1-thread pass). The
+   target is on the 1-thread ratio. GFLOPS for matmul are 2 n^3 / median time.
+4. A tiny synced op: `(a + 1).numpy()` on 16 floats, each call timed singly: the floor of a round trip.
 """
 from __future__ import annotations
 
-import ctypes
-import dataclasses
-import json
 import math
 import os
-import subprocess
-import sys
 import time
-from pathlib import Path
 from typing import Any, Callable
 
-from tools.bench import Result, measure
+from tools.bench import Bench, Context, Result, interleave, measure, summarize, versus
+from tools.bench.reference import blas_threads, matmul_operands
 
 DEVICE = "CPU"
-MATMUL_SIZES = (256, 500, 512)  # 500: tiles do not divide it, so edge tiles take the bounds-checked path
-MATMUL_GOAL = 0.5  # the project's aim: at least half of numpy's single-threaded GFLOPS
-BLAS_THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS",
-                    "VECLIB_MAXIMUM_THREADS")
-ROOT = Path(__file__).resolve().parents[2]
+MATMUL_SIZES = (256, 500, 512, 1024)  # 500: tiles do not divide it, so edge tiles take the bounds-checked path
+MATMUL_GOALS = {512: 1.0, 1024: 1.0}  # the issue: at least numpy single-threaded's speed from 512 up
+CHAIN_GOAL = 1 / 1.5  # the issue: the 10-op exp/sin chain within 1.5x of numpy's time
+TINY_TARGET_US = 100.0  # the issue: a synced tiny op in at most 100 us
 
 
-def run(matmul_sizes: tuple[int, ...] = MATMUL_SIZES, rounds: int = 20) -> list[Result]:
-    """Every row of this suite; smaller sizes and fewer rounds make a quick run (the tests use them)."""
+def _runtime() -> Any:
     from tensor import DEVICES
-    rt = DEVICES[DEVICE]
-    results = _overhead_rows(rt, rounds)
-    results += _fusion_rows(rt, rounds)
-    results += _matmul_rows(rt, matmul_sizes, rounds)
-    rt.synchronize()
-    return results
+    return DEVICES[DEVICE]
 
-
-# --- 1. scheduling overhead per kernel ---
 
 def _inputs(*shapes: tuple[int, ...]) -> list[Any]:
     """Realized float32 tensors of these shapes on the CPU device (uploads finished)."""
-    from tensor import DEVICES, Tensor
+    from tensor import Tensor
     out = [Tensor.rand(*s, device=DEVICE, seed=i).realize() for i, s in enumerate(shapes)]
-    DEVICES[DEVICE].synchronize()
+    _runtime().synchronize()
     return out
-
-
-def _chain(x: Any, a: Any, b: Any, n: int) -> Any:
-    """n elementwise ops on x, one lazy node each: add, scalar multiply, subtract, sin, multiply, in turn.
-
-    relu, maximum/minimum and tanh are left out: each repeats its operand's whole expression in the kernel it
-    fuses into, so the compiled expression grows 2x (relu) to 4x (maximum) per op and a long chain of them
-    takes minutes to compile; the matmul rows below use relu once."""
-    steps: tuple[Callable[[Any], Any], ...] = (lambda t: t + b, lambda t: t * 0.5, lambda t: t - a,
-                                               lambda t: t.sin(), lambda t: t * b)
-    for i in range(n):
-        x = steps[i % len(steps)](x)
-    return x
 
 
 def _kernels(t: Any) -> int:
     return sum(1 for item in t.schedule() if item.kind == "kernel")
 
-
-def _overhead_rows(rt: Any, rounds: int, per_round: int = 100) -> list[Result]:
-    a, b = _inputs((1024,), (1024,))
-    cases = [("a + b", lambda: a + b), ("10-op elementwise chain", lambda: _chain(a, a, b, 10))]
-    out = []
-    for label, make in cases:
-        kernels = _kernels(make())
-
-        def realize_many(make: Callable[[], Any] = make) -> tuple[int, float]:
-            t0 = time.perf_counter()
-            for _ in range(per_round):
-                make().realize()
-            spent = time.perf_counter() - t0
-            rt.synchronize()  # the kernels' own time, outside the measurement
-            return per_round * kernels, spent
-
-        def build_only(make: Callable[[], Any] = make) -> int:
-            for _ in range(per_round):
-                make()
-            return per_round * kernels
-
-        def schedule_only(make: Callable[[], Any] = make) -> tuple[int, float]:
-            graphs = [make() for _ in range(per_round)]
-            t0 = time.perf_counter()
-            for g in graphs:
-                g.schedule()
-            return per_round * kernels, time.perf_counter() - t0
-
-        r = measure(f"tensor: realize {label}, per kernel (CPU, warm)", realize_many, rounds=rounds)
-        graph = measure("", build_only, rounds=max(3, rounds // 2)).p50_us
-        sched = measure("", schedule_only, rounds=max(3, rounds // 2)).p50_us
-        r.note = (f"{kernels} kernel/realize; p50 split: graph {graph:.0f} + schedule {sched:.0f} + run "
-                  f"{r.p50_us - graph - sched:.0f} us; engine thread runs concurrently")
-        out.append(r)
-    return out
-
-
-# --- 2. kernels per op, before and after fusion ---
 
 def _count_ops(t: Any) -> int:
     """Elementwise, reduce and matmul nodes in t's lazy graph up to realized buffers (views, constants: free)."""
@@ -128,12 +60,101 @@ def _count_ops(t: Any) -> int:
     return sum(1 for n in walk([t.node]) if n.kind in ("ewise", "reduce", "matmul"))
 
 
+def cpu_workers() -> tuple[int | None, str]:
+    """How many host threads the CPU device runs a kernel's workgroups on (None where the device does not say;
+    read with getattr, so the bench runs on devices with and without workers), and a line saying so."""
+    dev = _runtime().dev
+    for holder in (dev, getattr(dev, "processor", lambda _: None)("compute")):
+        for attr in ("workers", "n_workers", "worker_count", "num_workers", "threads"):
+            value = getattr(holder, attr, None)
+            if value is None or callable(value):
+                continue
+            count = value if isinstance(value, int) else len(value) if hasattr(value, "__len__") else None
+            if count is not None:
+                return count, (f"CPU device: {count} kernel worker(s) ({type(holder).__name__}.{attr}) on "
+                               f"{os.cpu_count()} cores")
+    return None, f"CPU device: worker count not exposed (one engine thread per kernel) on {os.cpu_count()} cores"
+
+
+# --- 1. per-call overhead, without and with the device's work ---
+
+def _chain(x: Any, a: Any, b: Any, n: int) -> Any:
+    """n elementwise ops on x, one lazy node each: add, scalar multiply, subtract, sin, multiply, in turn.
+
+    relu, maximum/minimum and tanh are left out: each repeats its operand's whole expression in the kernel it
+    fuses into, so a long chain of them takes minutes to compile."""
+    steps: tuple[Callable[[Any], Any], ...] = (lambda t: t + b, lambda t: t * 0.5, lambda t: t - a,
+                                               lambda t: t.sin(), lambda t: t * b)
+    for i in range(n):
+        x = steps[i % len(steps)](x)
+    return x
+
+
+def _overhead(ctx: Context, label: str, make: Callable[[], Any], per_round: int = 100) -> list[Result]:
+    rt = _runtime()
+    rounds = ctx.rounds(20)
+    per_round = 10 if ctx.quick else per_round
+    kernels = _kernels(make())
+
+    def realize_many() -> tuple[int, float]:
+        t0 = time.perf_counter()
+        for _ in range(per_round):
+            make().realize()
+        spent = time.perf_counter() - t0
+        rt.synchronize()  # the kernels' own time, outside the measurement
+        return per_round * kernels, spent
+
+    def build_only() -> int:
+        for _ in range(per_round):
+            make()
+        return per_round * kernels
+
+    def schedule_only() -> tuple[int, float]:
+        graphs = [make() for _ in range(per_round)]
+        t0 = time.perf_counter()
+        for g in graphs:
+            g.schedule()
+        return per_round * kernels, time.perf_counter() - t0
+
+    def synced_calls() -> tuple[int, float]:
+        spent = 0.0
+        for _ in range(per_round):
+            t0 = time.perf_counter()
+            make().realize()
+            rt.synchronize()
+            spent += time.perf_counter() - t0
+        return per_round, spent
+
+    nosync = measure(f"tensor: realize {label}, submit only, no sync, per kernel (CPU)", realize_many, rounds=rounds)
+    graph = measure("", build_only, rounds=max(3, rounds // 2)).p50_us
+    sched = measure("", schedule_only, rounds=max(3, rounds // 2)).p50_us
+    nosync.note = (f"{kernels} kernel/realize; excludes the kernel's run and the wait for it; p50 split: graph "
+                   f"{graph:.0f} + schedule {sched:.0f} + submit {nosync.p50_us - graph - sched:.0f} us")
+    synced = measure(f"tensor: realize {label} + synchronize, synced, per call (CPU)", synced_calls, rounds=rounds,
+                     note="the whole call: build, schedule, submit, run, wait")
+    return [nosync, synced]
+
+
+def _overhead_add(ctx: Context) -> list[Result]:
+    a, b = _inputs((1024,), (1024,))
+    return _overhead(ctx, "a + b", lambda: a + b)
+
+
+def _overhead_chain(ctx: Context) -> list[Result]:
+    a, b = _inputs((1024,), (1024,))
+    return _overhead(ctx, "10-op elementwise chain", lambda: _chain(a, a, b, 10))
+
+
+# --- 2. kernels per op, before and after fusion ---
+
 def _softmax(x: Any) -> Any:
     e = (x - x.max(axis=1, keepdims=True)).exp()
     return e / e.sum(axis=1, keepdims=True)
 
 
-def _fusion_rows(rt: Any, rounds: int) -> list[Result]:
+def _fusion(ctx: Context) -> list[Result]:
+    rt = _runtime()
+    rounds = max(3, ctx.rounds(20) // 2)
     v1, v2 = _inputs((4096,), (4096,))
     m1, m2, m3 = _inputs((64, 64), (64, 64), (64, 64))
     x, w, bias = _inputs((32, 64), (64, 64), (64,))
@@ -147,6 +168,7 @@ def _fusion_rows(rt: Any, rounds: int) -> list[Result]:
     ]
     out = []
     for label, make, per_round in cases:
+        per_round = min(per_round, 5) if ctx.quick else per_round
         t = make()
         ops, kernels = _count_ops(t), _kernels(t)
         before = rt.kernels_run
@@ -159,17 +181,62 @@ def _fusion_rows(rt: Any, rounds: int) -> list[Result]:
                 make().schedule()
             return per_round
 
-        r = measure(f"tensor fusion: {label}", build_and_schedule, rounds=max(3, rounds // 2))
+        r = measure(f"tensor fusion: {label}", build_and_schedule, rounds=rounds)
         r.note = (f"{ops} ops: {ops} kernels unfused -> {kernels} fused"
                   + ("" if ran == kernels else f" (realize ran {ran})") + "; time: build graph + schedule")
         out.append(r)
     return out
 
 
-# --- 3. matmul GFLOPS, ours against numpy single-threaded ---
+# --- 3. against numpy, interleaved ---
+
+def exp_sin_chain(x: Any) -> Any:
+    """Ten elementwise ops with exp and sin on a Tensor (mul, add, exp, sin, mul, div, sub, mul, add, mul)."""
+    y = (x * 1.5 + 0.5).exp().sin() * x - x / 3
+    return (y * 0.5 + x) * y
+
+
+def exp_sin_chain_numpy(x: Any) -> Any:
+    """exp_sin_chain's ops on a float32 numpy array, through numpy's functions."""
+    import numpy as np
+    f = np.float32
+    y = np.sin(np.exp(x * f(1.5) + f(0.5))) * x - x / f(3)
+    return (y * f(0.5) + x) * y
+
+
+def _exp_sin_chain(ctx: Context) -> list[Result]:
+    import numpy as np
+    rt = _runtime()
+    n = ctx.size(1 << 20, 4096)
+    (x,) = _inputs((n,))
+    xn = x.numpy()
+    t = exp_sin_chain(x)
+    ops, kernels = _count_ops(t), _kernels(t)
+    err = float(np.abs(t.numpy() - exp_sin_chain_numpy(xn)).max())
+
+    def ours() -> int:
+        exp_sin_chain(x).realize()
+        rt.synchronize()
+        return 1
+
+    def ref() -> int:
+        exp_sin_chain_numpy(xn)
+        return 1
+
+    (s_ours, s_ref), (n_ours, n_ref) = interleave([ours, ref], ctx.rounds(30))
+    size = f"{n >> 20}M" if n >= 1 << 20 else str(n)
+    r_ours = summarize(f"tensor: {ops}-op exp/sin chain, {size} f32, synced (CPU)", s_ours, n_ours,
+                       note=f"{ops} ops -> {kernels} kernel(s); realize + synchronize"
+                       + ("" if err <= 1e-4 else f"; WRONG: max |ours - numpy| = {err:.3g}"))
+    r_ref = summarize(f"numpy: the same {ops}-op chain, {size} f32", s_ref, n_ref,
+                      note="interleaved with the row below")
+    versus(r_ours, r_ref, "numpy", CHAIN_GOAL)
+    r_ours.target += " (time <= 1.5x numpy)"
+    return [r_ref, r_ours]
+
 
 def _reps(n: int) -> int:
-    """Matmuls per timed round: 2^28 flops from n = 256 up (at most 8 matmuls), so a round outlasts noise."""
+    """Matmuls per timed round: about 2^28 flops from n = 256 up (at most 8 matmuls), so a round outlasts noise."""
     return min(8, max(1, (512 // n) ** 3))
 
 
@@ -177,118 +244,87 @@ def _gflops(n: int, us: float) -> float:
     return 2 * n ** 3 / (us * 1e3) if us > 0 else math.nan
 
 
-def _matmul_rows(rt: Any, sizes: tuple[int, ...], rounds: int) -> list[Result]:
+def _matmul(ctx: Context, n: int) -> list[Result]:
     import numpy as np
-    baseline = _numpy_matmul(sizes, rounds)
-    out = []
-    for n in sizes:
-        x, y = _inputs((n, n), (n, n))
-        reps = _reps(n)
+    rt = _runtime()
+    count, line = cpu_workers()
+    ctx.note_info(line)
+    goal = MATMUL_GOALS.get(n)
+    n = ctx.size(n, n // 8)  # quick: 32..128, still one size that tiles do not divide
+    worker = ctx.numpy_one_thread()
+    an, bn = matmul_operands(n)
+    from tensor import Tensor
+    x, y = Tensor(an, device=DEVICE).realize(), Tensor(bn, device=DEVICE).realize()
+    rt.synchronize()
+    reps = _reps(n)
+    err = float(np.abs((x @ y).numpy() - an @ bn).max())
 
-        def matmuls(x: Any = x, y: Any = y, reps: int = reps) -> int:
-            for _ in range(reps):
-                (x @ y).realize()
-            rt.synchronize()
-            return reps
+    def ours() -> int:
+        for _ in range(reps):
+            (x @ y).realize()
+        rt.synchronize()
+        return reps
 
-        check = np.abs((x @ y).numpy() - x.numpy() @ y.numpy()).max()
-        ours = measure(f"tensor: matmul {n}x{n} f32 (CPU device)", matmuls, rounds=rounds)
-        base = baseline.get(n)
-        g = _gflops(n, ours.mean_us)
-        note = f"{g:.1f} GFLOPS (best round {_gflops(n, ours.min_us or 0):.1f})"
-        if base is not None and base.mean_us > 0:
-            ratio = g / _gflops(n, base.mean_us)
-            ours.target_us = base.mean_us / MATMUL_GOAL
-            note += (f"; {ratio:.2f}x numpy 1-thread, goal >= {MATMUL_GOAL:g}x "
-                     f"{'met' if ratio >= MATMUL_GOAL else 'not met'}")
-        if not check <= 1e-3 * n:
-            note += f"; WRONG: max |ours - numpy| = {check:.3g}"
-        ours.note = note
-        if base is not None:
-            out.append(base)
-        out.append(ours)
-    return out
+    def numpy_here() -> int:
+        for _ in range(reps):
+            an @ bn
+        return reps
 
+    def numpy_one() -> tuple[int, float]:
+        return worker.run("matmul", n=n, reps=reps)
 
-def _numpy_matmul(sizes: tuple[int, ...], rounds: int) -> dict[int, Result]:
-    """numpy's a @ b at each size, timed in a subprocess whose BLAS runs one thread (see the docstring)."""
-    env = dict(os.environ, **{v: "1" for v in BLAS_THREAD_VARS})
-    cmd = [sys.executable, "-c", "from tools.bench.tensor import numpy_worker; numpy_worker()",
-           json.dumps([list(sizes), rounds])]
-    try:
-        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    except subprocess.TimeoutExpired:
-        print("tools.bench.tensor: the numpy baseline ran past 300 s; its rows are left out", file=sys.stderr)
-        return {}
-    try:
-        rows = json.loads(proc.stdout.strip().splitlines()[-1])
-    except (IndexError, ValueError):
-        print(f"tools.bench.tensor: the numpy baseline failed (exit {proc.returncode}); its rows are left out:\n"
-              f"{proc.stderr[-2000:]}", file=sys.stderr)
-        return {}
-    return {n: Result(**row) for n, row in zip(sizes, rows)}
-
-
-def _blas_threads() -> tuple[str, int | None]:
-    """The BLAS numpy loaded and the thread count it reports (None where it exposes none we know)."""
-    import numpy as np
-    try:
-        from threadpoolctl import threadpool_info
-        info = [i for i in threadpool_info() if i.get("user_api") == "blas"]
-        if info:
-            return f"{info[0].get('internal_api')} {info[0].get('version')}", int(info[0]["num_threads"])
-    except ImportError:
-        pass
-    try:
-        name = np.show_config(mode="dicts")["Build Dependencies"]["blas"]["name"]
-    except Exception:
-        name = "BLAS"
-    try:
-        with open("/proc/self/maps") as f:
-            paths = {line.split()[-1] for line in f if ".so" in line}
-    except OSError:
-        paths = set()
-    for path in sorted(p for p in paths if "blas" in os.path.basename(p).lower()):
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError:
-            continue
-        for sym in ("scipy_openblas_get_num_threads64_", "scipy_openblas_get_num_threads",
-                    "openblas_get_num_threads64_", "openblas_get_num_threads", "MKL_Get_Max_Threads",
-                    "bli_thread_get_num_threads"):
-            fn = getattr(lib, sym, None)
-            if fn is not None:
-                fn.restype = ctypes.c_int
-                return name, int(fn())
-    return name, None
+    # Two passes, each interleaved: numpy's multi-threaded BLAS keeps its threads spinning for a while after a
+    # call, which would slow whatever runs next on a small machine, so it never shares a pass with the 1-thread one.
+    rounds = ctx.rounds(20)
+    (s_ours, s_np1), (o_ours, o_np1) = interleave([ours, numpy_one], rounds)
+    (s_ours_b, s_np), (o_ours_b, o_np) = interleave([ours, numpy_here], rounds)
+    blas, threads = blas_threads()
+    r_np1 = summarize(f"numpy 1 thread: a @ b {n}x{n} f32", s_np1, o_np1, note="subprocess; interleaved with ours")
+    r_ours = summarize(f"tensor: matmul {n}x{n} f32, synced (CPU device)", s_ours, o_ours)
+    r_np = summarize(f"numpy: a @ b {n}x{n} f32, {threads or 'default'} threads", s_np, o_np,
+                     note=f"{blas}; interleaved with ours in a second pass")
+    for r in (r_np1, r_ours, r_np):
+        r.note = f"{_gflops(n, r.p50_us):.1f} GFLOPS" + (f"; {r.note}" if r.note else "")
+    ratio_np = versus(summarize("", s_ours_b, o_ours_b), r_np, "numpy")
+    r_ours.extra["x numpy"] = ratio_np
+    r_ours.note += f"; {ratio_np:.2f}x numpy (second pass)"
+    versus(r_ours, r_np1, "numpy 1 thread", goal)
+    r_ours.note += f"; {'?' if count is None else count} CPU worker(s)"
+    r_ours.extra["cpu_workers"] = count
+    if not err <= 1e-3 * n:
+        r_ours.note += f"; WRONG: max |ours - numpy| = {err:.3g}"
+    return [r_np1, r_ours, r_np]
 
 
-def numpy_worker() -> None:
-    """The subprocess side of _numpy_matmul: argv[1] is JSON [sizes, rounds]; prints one JSON list of Results."""
-    sizes, rounds = json.loads(sys.argv[1])
-    import numpy as np
-    how = "env " + "/".join(v.split("_")[0] for v in BLAS_THREAD_VARS[:4]) + "_NUM_THREADS=1"
-    try:
-        from threadpoolctl import threadpool_limits
-        threadpool_limits(1)
-        how += " + threadpoolctl"
-    except ImportError:
-        pass
-    blas, threads = _blas_threads()
-    seen = "thread count not readable" if threads is None else f"BLAS reports {threads} thread(s)"
-    rows = []
-    for n in sizes:
-        rng = np.random.default_rng(0)
-        a, b = rng.random((n, n), dtype=np.float32), rng.random((n, n), dtype=np.float32)
-        reps = _reps(n)
+# --- 4. a tiny synced op ---
 
-        def matmuls(a: Any = a, b: Any = b, reps: int = reps) -> int:
-            for _ in range(reps):
-                a @ b
-            return reps
+def _tiny(ctx: Context) -> list[Result]:
+    (a,) = _inputs((16,))
+    calls = ctx.size(500, 20)
+    (a + 1).numpy()  # compiles and loads the kernel
+    now = time.perf_counter_ns
+    samples = []
+    for _ in range(calls):
+        t0 = now()
+        (a + 1).numpy()
+        samples.append((now() - t0) / 1e3)
+    return [summarize("tensor: (a + 1).numpy(), 16 f32, synced, timed singly (CPU)", samples, calls, TINY_TARGET_US,
+                      note="build, schedule, submit, run, copy back, wait")]
 
-        r = measure(f"numpy: a @ b {n}x{n} f32, 1 thread", matmuls, rounds=rounds)
-        r.note = (f"{_gflops(n, r.mean_us):.1f} GFLOPS (best round {_gflops(n, r.min_us or 0):.1f}); "
-                  f"{blas}, {how}, {seen}")
-        rows.append(dataclasses.asdict(r))
-    print(json.dumps(rows))
+
+def _matmul_bench(n: int) -> Bench:
+    goal = MATMUL_GOALS.get(n)
+    return Bench(f"tensor.matmul.{n}", f"numpy 1 thread / tensor / numpy: matmul {n}x{n}, interleaved",
+                 lambda ctx: _matmul(ctx, n), "" if goal is None else f">= {goal:.2f}x numpy 1 thread")
+
+
+BENCHES = [
+    Bench("tensor.realize.add", "tensor: realize a + b, submit only, no sync / synced", _overhead_add),
+    Bench("tensor.realize.chain", "tensor: realize 10-op elementwise chain, submit only, no sync / synced",
+          _overhead_chain),
+    Bench("tensor.fusion", "tensor fusion: kernels per op for 6 expressions", _fusion),
+    Bench("tensor.chain", "numpy / tensor: 10-op exp/sin chain on 1M f32, synced, interleaved", _exp_sin_chain,
+          "time <= 1.5x numpy"),
+    *[_matmul_bench(n) for n in MATMUL_SIZES],
+    Bench("tensor.tiny", "tensor: (a + 1).numpy() on 16 f32, synced per call", _tiny, f"p50 <= {TINY_TARGET_US:g} us"),
+]
