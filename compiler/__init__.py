@@ -23,7 +23,7 @@ from compiler.toolchain import (ToolchainError, amd_link, amd_object, host_cpu, 
                                 load_host, ptx)
 
 TARGETS = ("host",) + AMD_TARGETS + NV_TARGETS
-GENERATOR = "baregpu-compiler-2"  # bump when what a cached binary means changes
+GENERATOR = "baregpu-compiler-3"  # bump when what a cached binary means changes
 NV_STATIC_SHARED_BYTES = 48 * 1024  # CUDA's limit on statically allocated shared memory per block
 
 
@@ -66,8 +66,10 @@ class CompiledKernel:
             struct.pack_into("<Q" if a.size == 8 else "<i", out, a.offset, v)
         return bytes(out)
 
-    def run(self, kernargs: int, global_size: tuple, local_size: tuple) -> None:
-        """Run on the host over the grid (host target only); the local size is fixed when the kernel is built."""
+    def run(self, kernargs: int, global_size: tuple, local_size: tuple, first: int = 0,
+            count: Optional[int] = None) -> None:
+        """Run on the host over the grid (host target only), or over `count` workgroups from linear index `first`
+        (x fastest) so threads can share one grid; the local size is fixed when the kernel is built."""
         if self._host is None:
             raise ToolchainError(f"{self.name} was built for {self.target}; only host kernels run on the CPU")
         if tuple(local_size) != self.local_size:
@@ -75,7 +77,7 @@ class CompiledKernel:
         gs = tuple(global_size)
         if len(gs) != 3 or any(not isinstance(g, int) or g < 0 or g > ir.INT32_MAX for g in gs):
             raise ir.IRError(f"{self.name}: global_size is three workgroup counts >= 0, got {global_size}")
-        self._host(kernargs, *gs)
+        self._host(kernargs, *gs, first, count)
 
     def __call__(self, *args: Any, global_size: tuple = (1, 1, 1)) -> None:
         """Run a host kernel on numpy arrays (C-contiguous, of the buffer's dtype) and ints; global_size counts
@@ -153,7 +155,7 @@ def compile_kernel(k: ir.Kernel, target: str, cache: Optional[KernelCache] = Non
         llvm_ir = with_host_build(llvm_ir, k.name, k.local_size, host_build(render(k, "host")))
     binary = cache.get_or_build((GENERATOR, key, llvm_ir, llvm_version(), lld_version()), target,
                                 lambda: amd_link(amd_object(llvm_ir, k.name, target), k.name))
-    desc, meta = _check_amd(k, target, CodeObject(binary), args)
+    desc, meta = _check_amd(k, target, CodeObject(binary, k.name), args)
     return CompiledKernel(k.name, target, binary, args, k.local_size, k.lds_bytes, desc, metadata=meta, key=key)
 
 

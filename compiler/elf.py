@@ -129,9 +129,10 @@ class KernelDescriptor:
 
 
 class CodeObject:
-    """A parsed ELF64 little-endian AMDGPU code object."""
+    """A parsed ELF64 little-endian AMDGPU code object; `name` (e.g. the kernel's) is named in metadata errors."""
 
-    def __init__(self, data: bytes):
+    def __init__(self, data: bytes, name: str = ""):
+        self.name = name or "code object"
         data = bytes(data)
         if len(data) < 64 or data[:4] != b"\x7fELF":
             raise ELFError("not an ELF file (no \\x7fELF magic)")
@@ -230,13 +231,13 @@ class CodeObject:
         for n in self.notes():
             if n.name == "AMDGPU" and n.type == NT_AMDGPU_METADATA:
                 try:
-                    meta = unpackb(n.desc)
+                    meta = unpackb(n.desc, f"{self.name}: the AMDGPU metadata note")
                 except MsgpackError as e:
-                    raise ELFError(f"the AMDGPU metadata note is not valid MessagePack: {e}") from e
+                    raise ELFError(f"{e}; the code object is damaged or was not made by LLVM's AMDGPU backend") from e
                 if not isinstance(meta, dict):
-                    raise ELFError("the AMDGPU metadata note is not a map")
+                    raise ELFError(f"{self.name}: the AMDGPU metadata note is a {type(meta).__name__}, not a map")
                 return meta
-        raise ELFError("no AMDGPU metadata note (NT_AMDGPU_METADATA): not a code object v3+ file")
+        raise ELFError(f"{self.name}: no AMDGPU metadata note (NT_AMDGPU_METADATA): not a code object v3+ file")
 
     def kernel_metadata(self, kernel: str) -> dict[str, Any]:
         """One kernel's entry of amdhsa.kernels: .args (offset, size, value_kind), .kernarg_segment_size, ..."""

@@ -62,7 +62,8 @@ class IRError(ValueError):
 ARITH = ("add", "sub", "mul", "div", "idiv", "mod", "max", "min")
 COMPARE = ("lt", "le", "eq", "ne")
 LOGIC = ("and", "or", "xor")
-UNARY = ("neg", "not", "exp2", "log2", "sqrt", "sin")
+UNARY = ("neg", "not", "exp2", "log2", "sqrt", "sin", "exp", "log", "cos")
+FLOAT_UNARY = ("exp2", "log2", "sqrt", "sin", "exp", "log", "cos")  # defined on floats only
 
 
 class Expr:
@@ -200,7 +201,7 @@ class UnOp(Expr):
         t = self.a.dtype
         if self.op not in UNARY:
             raise IRError(f"unknown unary operation {self.op!r}")
-        if self.op in ("exp2", "log2", "sqrt", "sin") and t.kind != "f":
+        if self.op in FLOAT_UNARY and t.kind != "f":
             raise IRError(f"{self.op} needs a float operand, got {t}")
         if self.op == "neg" and t.kind == "b":
             raise IRError("neg is not defined on bool; use ~ for logical not")
@@ -331,6 +332,20 @@ def sqrt(a: ExprLike) -> Expr:
 
 def sin(a: ExprLike) -> Expr:
     return UnOp("sin", _as_expr(a, "sin"))
+
+
+def cos(a: ExprLike) -> Expr:
+    return UnOp("cos", _as_expr(a, "cos"))
+
+
+def exp(a: ExprLike) -> Expr:
+    """e^a; its own operation (not exp2(a * log2 e)) so the host computes it without the product's rounding."""
+    return UnOp("exp", _as_expr(a, "exp"))
+
+
+def log(a: ExprLike) -> Expr:
+    """The natural logarithm."""
+    return UnOp("log", _as_expr(a, "log"))
 
 
 # --- memory and variables ---

@@ -21,7 +21,7 @@ from typing import Callable, Union
 
 import numpy as np
 
-from compiler import ir
+from compiler import host_math, ir
 from compiler.kernargs import arg_layout
 from compiler.validate import validate
 
@@ -34,6 +34,17 @@ NV_TARGETS = ("sm_75", "sm_80", "sm_86", "sm_89", "sm_90")
 
 def _lt(d: ir.DType) -> str:
     return LLTYPE[d.name]
+
+
+LOG2E, LN2 = 1.4426950408889634, 0.6931471805599453
+# GPU targets compute exp, log and cos from their native exp2, log2 and sin: op -> (via, scale, offset), then log's
+# result times ln 2; the host has its own accurate definitions of all three (compiler/host_math).
+GPU_VIA = {"exp": ("exp2", LOG2E, 0.0), "log": ("log2", 1.0, 0.0), "cos": ("sin", 1.0, np.pi / 2)}
+
+
+def _fconst(v: float, ty: str) -> str:
+    """A float or half constant, as LLVM spells it."""
+    return _const(ir.Const(v, ir.f32 if ty == "float" else ir.f16))
 
 
 def _const(c: ir.Const) -> str:
@@ -121,7 +132,13 @@ class Renderer:
         return f"@{self.k.name}.lds.{m.name}"
 
     def unary_intrinsic(self, op: str, ty: str, a: str) -> str:
-        """exp2, log2, sqrt, sin of a float value."""
+        """exp2, log2, sqrt, sin of a float value; exp, log and cos through exp2, log2 and sin (GPU targets)."""
+        if op in GPU_VIA:
+            via, scale, offset = GPU_VIA[op]
+            x = self.emit(f"{self.tmp()} = fmul {ty} {a}, {_fconst(scale, ty)}") if scale != 1.0 else a
+            x = self.emit(f"{self.tmp()} = fadd {ty} {x}, {_fconst(offset, ty)}") if offset else x
+            r = self.unary_intrinsic(via, ty, x)
+            return self.emit(f"{self.tmp()} = fmul {ty} {r}, {_fconst(LN2, ty)}") if op == "log" else r
         return self.call(ty, f"llvm.{op}.{SUFFIX[ty]}", f"{ty} {a}")
 
     # --- expressions ---
@@ -549,7 +566,9 @@ def per_thread_vars(items: list[PhaseItem]) -> set[ir.Var]:
 
 
 class HostRenderer(Renderer):
-    """`void name(ptr args, i32 gx, i32 gy, i32 gz)` runs the whole grid on the calling CPU thread; args is the
+    """`void name(ptr args, i32 gx, i32 gy, i32 gz, i64 first, i64 count)` runs `count` workgroups of the gx x gy x gz
+    grid on the calling CPU thread, from linear workgroup index `first` on (index = (z * gy + y) * gx + x, x fastest),
+    so several threads can each run a slice of one grid; the caller keeps first + count within the grid. args is the
     kernel-argument block in the layout of compiler.kernargs (the AMDGPU one), buffers as 64-bit addresses."""
 
     def __init__(self, k: ir.Kernel):
@@ -600,8 +619,14 @@ class HostRenderer(Renderer):
         if ty == "half":
             # Computed in float and rounded once, as numpy does; no half-precision libm calls needed.
             f = self.emit(f"{self.tmp()} = fpext half {a} to float")
-            r = super().unary_intrinsic(op, "float", f)
+            r = self.unary_intrinsic(op, "float", f)
             return self.emit(f"{self.tmp()} = fptrunc float {r} to half")
+        if op in host_math.FUNCTIONS:
+            # Our own branch-free definitions, which the loop vectorizer widens; llvm.exp2 etc. become libm calls.
+            self.declare(host_math.definition(op))
+            for decl in host_math.DECLARATIONS:
+                self.declare(decl)
+            return self.emit(f"{self.tmp()} = call float @.host.{op}.f32(float {a})")  # defined, so not declared
         return super().unary_intrinsic(op, ty, a)
 
     def counted(self, ptr: str, count: str, body: Callable[[], None]) -> None:
@@ -640,6 +665,41 @@ class HostRenderer(Renderer):
             else:
                 self.range(it.stmt, lambda it=it: self.run_items(it.items))
 
+    def workgroup_range(self, body: Callable[[], None]) -> None:
+        """body() for workgroups first .. first + count - 1: the start's (x, y, z) is divided out once, then stepped."""
+        start, run, done = self.label("wgstart"), self.label("wgrun"), self.label("wgdone")
+        self.entry.append("  %.left = alloca i64, align 8")
+        gx, gy = self.emit("%.gx64 = zext i32 %.gx to i64"), self.emit("%.gy64 = zext i32 %.gy to i64")
+        gxy = self.emit(f"%.gxy = mul i64 {gx}, {gy}")
+        anything = self.emit(f"{self.tmp()} = icmp sgt i64 %.count, 0")
+        self.emit(f"br i1 {anything}, label %{start}, label %{done}")  # count 0 skips the divisions (gx may be 0)
+        self.block(start)
+        plane = self.emit(f"{self.tmp()} = urem i64 %.first, {gxy}")
+        coords = (self.emit(f"{self.tmp()} = urem i64 {plane}, {gx}"), self.emit(f"{self.tmp()} = udiv i64 {plane}, {gx}"),
+                  self.emit(f"{self.tmp()} = udiv i64 %.first, {gxy}"))
+        for d, c in enumerate(coords):
+            self.emit(f"store i32 {self.emit(f'{self.tmp()} = trunc i64 {c} to i32')}, ptr %.wg{d}")
+        self.emit("store i64 %.count, ptr %.left")
+        self.emit(f"br label %{run}")
+        self.block(run)
+        body()
+        # Step x; a wrap carries into y, and y's wrap into z (branch-free, so the loop stays one block around body).
+        carry = "1"
+        for d, size in ((0, "%.gx"), (1, "%.gy"), (2, "")):
+            old = self.emit(f"{self.tmp()} = load i32, ptr %.wg{d}")
+            nxt = self.emit(f"{self.tmp()} = add i32 {old}, {carry}")
+            if size:
+                wrap = self.emit(f"{self.tmp()} = icmp eq i32 {nxt}, {size}")
+                nxt = self.emit(f"{self.tmp()} = select i1 {wrap}, i32 0, i32 {nxt}")
+                carry = self.emit(f"{self.tmp()} = zext i1 {wrap} to i32")
+            self.emit(f"store i32 {nxt}, ptr %.wg{d}")
+        left = self.emit(f"{self.tmp()} = load i64, ptr %.left")
+        left = self.emit(f"{self.tmp()} = sub i64 {left}, 1")
+        self.emit(f"store i64 {left}, ptr %.left")
+        more = self.emit(f"{self.tmp()} = icmp sgt i64 {left}, 0")
+        self.emit(f"br i1 {more}, label %{run}, label %{done}")
+        self.block(done)
+
     def render(self) -> str:
         k = self.k
         offsets = {a.name: a.offset for a in arg_layout(k)}
@@ -651,9 +711,8 @@ class HostRenderer(Renderer):
                 self.params[p.index] = f"%{p.name}"
         for m in k.locals:
             self.entry.append(f"  %.lds.{m.name} = alloca [{m.size} x {_lt(m.dtype)}], align 16")
-        body = lambda: self.run_items(self.phases)  # noqa: E731 - the innermost of three grid loops
-        self.counted("%.wg2", "%.gz", lambda: self.counted("%.wg1", "%.gy", lambda: self.counted("%.wg0", "%.gx", body)))
-        fn = self.function(f"void @{k.name}(ptr noalias %.args, i32 %.gx, i32 %.gy, i32 %.gz)")
+        self.workgroup_range(lambda: self.run_items(self.phases))
+        fn = self.function(f"void @{k.name}(ptr noalias %.args, i32 %.gx, i32 %.gy, i32 %.gz, i64 %.first, i64 %.count)")
         return "\n".join(sorted(self.decls) + fn) + "\n"
 
 

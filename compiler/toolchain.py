@@ -110,20 +110,35 @@ def _host_tm() -> Any:
 
 
 class HostFunction:
-    """Host machine code loaded from an object file; kept alive with its JIT. Call as f(args_ptr, gx, gy, gz)."""
+    """Host machine code loaded from an object file; kept alive with its JIT.
+
+    Call as f(args_ptr, gx, gy, gz) for the whole grid, or f(args_ptr, gx, gy, gz, first, count) for `count`
+    workgroups from linear index `first` (x fastest, see HostRenderer). The call releases the GIL while the kernel
+    runs, so threads calling it on disjoint ranges of one grid run in parallel.
+    """
 
     def __init__(self, obj: bytes, name: str):
         llvm = _llvm()
+        self.name = name
         self.engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), _host_tm())
         self.engine.add_object_file(llvm.ObjectFileRef.from_data(obj))
         self.engine.finalize_object()
         addr = self.engine.get_function_address(name)
         if not addr:
             raise ToolchainError(f"{name}: the host object has no function {name}")
-        self.fn = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int32, ctypes.c_int32, ctypes.c_int32)(addr)
+        self.fn = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int32, ctypes.c_int32, ctypes.c_int32,
+                                   ctypes.c_int64, ctypes.c_int64)(addr)
 
-    def __call__(self, args_ptr: int, gx: int, gy: int, gz: int) -> None:
-        self.fn(args_ptr, gx, gy, gz)
+    def __call__(self, args_ptr: int, gx: int, gy: int, gz: int, first: int = 0, count: int | None = None) -> None:
+        total = gx * gy * gz
+        if count is None:
+            count = total - first
+        # The kernel trusts its range (it does not bound z): a range past the grid would run workgroups that do not exist.
+        if first < 0 or count < 0 or first + count > total:
+            raise ValueError(f"{self.name}: workgroups [{first}, {first + count}) are outside the grid {gx}x{gy}x{gz} "
+                             f"({total} workgroups); pass 0 <= first <= first + count <= {total}")
+        if count:
+            self.fn(args_ptr, gx, gy, gz, first, count)
 
 
 def load_host(obj: bytes, name: str) -> HostFunction:

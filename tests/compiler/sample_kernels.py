@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Callable
 
-from compiler.ir import (DType, Kernel, bool_, exp2, f16, f32, i32, log2, maximum, minimum, muladd, sin, sqrt,
-                         where)
+from compiler.ir import (DType, Kernel, bool_, cos, exp, exp2, f16, f32, i32, log, log2, maximum, minimum, muladd,
+                         sin, sqrt, where)
 
 
 def elementwise(name: str, dtype: DType, fn: Callable, local: int = 64) -> Kernel:
@@ -84,6 +84,7 @@ def every_op() -> Kernel:
             x, y = src[i], src[(i + 1) % n]
             r = x + y - x * y / (y + 3.0) + (x % 1.5) - (-x)
             r = r + maximum(x, y) + minimum(x, y) + exp2(x) + log2(x * x + 1.0) + sqrt(x * x) + sin(x)
+            r = r + exp(y) + log(y * y + 1.0) + cos(x)
             r = r + where((x < y) | (x <= y) & ~(x.eq(y)) ^ x.ne(y), x, y)
             r = r + x.cast(i32).cast(dt) + x.cast(bool_).cast(dt) + x.cast(f16 if dt == f32 else f32).cast(dt)
             out[i] = r + lds[flat].cast(dt) + k.workgroup_size(0).cast(dt)
