@@ -4,10 +4,15 @@ The wait is the one place every driver's hangs surface, so it is strict: it neve
 value that was reached (the value is read again before raising), it never overshoots its bound by more than
 one sleep slice, and a timeout carries a hang report (queue pointers, last packets, signal values) instead
 of a bare message.
+
+A wait spins for SPIN_S before it sleeps, unless its device sets `wait_spin_s`: the CPU device sets 0, because its
+engines are threads of this process that need the GIL the spinning thread holds, and its sleeper wakes on their
+signal writes at once.
 """
 from __future__ import annotations
 
 import ctypes
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
@@ -109,7 +114,7 @@ class Signal:
             return
         start = time.perf_counter()
         deadline = start + timeout
-        spin_end = min(start + SPIN_S, deadline)
+        spin_end = min(start + getattr(self.device, "wait_spin_s", SPIN_S), deadline)
         while time.perf_counter() < spin_end:
             if self._value.value >= value:
                 return
@@ -161,14 +166,16 @@ class SignalPool:
         self._free = list(range((size // SIGNAL_SIZE) - 1, -1, -1))
         self._capacity = size // SIGNAL_SIZE
         self._live: set[int] = set()
+        self._lock = threading.Lock()  # several threads take and give back slots: the check and the pop go together
 
     def new(self, value: int = 0, name: str = "") -> Signal:
         """A signal set to `value`; raises when every slot is in use."""
-        if not self._free:
-            raise HCQError(f"signal pool of {self._capacity} signals is exhausted ({len(self._live)} live): "
-                           "release signals you no longer wait on")
-        slot = self._free.pop()
-        self._live.add(slot)
+        with self._lock:
+            if not self._free:
+                raise HCQError(f"signal pool of {self._capacity} signals is exhausted ({len(self._live)} live): "
+                               "release signals you no longer wait on")
+            slot = self._free.pop()
+            self._live.add(slot)
         off = slot * SIGNAL_SIZE
         sig = Signal(self.host_addr + off, self.va + off, self.device, name, self._give_back)
         sig.value, sig.timestamp = value, 0
@@ -176,10 +183,11 @@ class SignalPool:
 
     def _give_back(self, sig: Signal) -> None:
         slot = (sig.va - self.va) // SIGNAL_SIZE
-        if slot not in self._live:
-            raise HCQError(f"{sig.name} released twice")
-        self._live.remove(slot)
-        self._free.append(slot)
+        with self._lock:
+            if slot not in self._live:
+                raise HCQError(f"{sig.name} released twice")
+            self._live.remove(slot)
+            self._free.append(slot)
 
     @property
     def live(self) -> int:

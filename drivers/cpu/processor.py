@@ -2,10 +2,17 @@
 
 It behaves like a GPU's: work completes after submit, waits stall only this engine, the ring applies
 backpressure, and a bad command faults the device instead of raising into the submitter.
+
+A kernel launch is spread over the cores the way a GPU spreads workgroups over its compute units: the engine
+thread and a pool of worker threads take chunks of the grid's workgroups (by linear index) until none are left,
+and the EXEC completes, so a later SIGNAL fires, only when every chunk has finished. Compiled host kernels
+release the GIL while they run, so the chunks run in parallel.
 """
 from __future__ import annotations
 
 import ctypes
+import inspect
+import math
 import threading
 import time
 from array import array
@@ -14,21 +21,150 @@ from typing import Any, Callable
 
 from drivers.cpu.commands import PAYLOAD_DWORDS, Command, CommandDecodeError, Op, decode, format_commands
 from hcq.device import DeviceFault
-from hcq.errors import HCQError
+from hcq.errors import DeviceClosedError, HCQError
 from hcq.signal import QueueState
 
 RING_STREAMS = 256  # submissions in flight before submit waits for the processor
 HISTORY = 8  # commands kept for hang reports
+MIN_SPLIT_THREADS = 16384  # a first launch with fewer work-items runs on the engine thread: waking workers costs more
+MIN_SPLIT_S = 200e-6  # a launch its program's timings say ends sooner than this is never shared
+PROBE_EVERY = 32  # launches of a program between re-timings of the mode not chosen: the machine's load changes
+CHUNKS_PER_WORKER = 4  # smaller chunks than an even split, so a worker the OS delays does not hold up the dispatch
+POLL_S = 0.1  # how often a thread waiting on chunks or for work re-checks that the engine is stopping
+WAIT_SLICE_S = (20e-6, 1e-3)  # a WAIT command re-reads its signal after this (doubling): writers elsewhere wake no one
+
+
+def _sleep(word: ctypes.c_uint64, value: int, timeout_s: float) -> None:
+    """Default for a processor without a device: sleep the slice out."""
+    time.sleep(timeout_s)
+
+
+class _Dispatch:
+    """One kernel launch being shared out: workgroups [0, total) handed out in chunks to whichever thread asks."""
+
+    def __init__(self, prog: Any, kernargs: int, global_size: tuple, local_size: tuple, total: int, chunk: int):
+        self.prog, self.kernargs, self.global_size, self.local_size = prog, kernargs, global_size, local_size
+        self.total, self.chunk = total, chunk
+        self.next = 0  # the first workgroup not yet handed out
+        self.running = 0  # chunks handed out and not yet finished
+        self.error: tuple[int, int, Exception] | None = None  # (first, count, exception) of the first chunk that failed
+        self.finished = threading.Event()
+        self._lock = threading.Lock()
+
+    def work(self) -> None:
+        """Run chunks until none are left (or one failed: the launch faults, so the rest need not run)."""
+        while True:
+            with self._lock:
+                if self.next >= self.total or self.error is not None:
+                    if self.running == 0:
+                        self.finished.set()
+                    return
+                first, count = self.next, min(self.chunk, self.total - self.next)
+                self.next += count
+                self.running += 1
+            try:
+                self.prog.run(self.kernargs, self.global_size, self.local_size, first, count)
+            except Exception as e:  # reported by the engine thread as a device fault, as on a GPU
+                with self._lock:
+                    if self.error is None:
+                        self.error = (first, count, e)
+            finally:
+                with self._lock:
+                    self.running -= 1
+
+
+class WorkerPool:
+    """Threads that run chunks of a launch next to the engine thread; `size` counts the engine thread too.
+
+    The helper threads start with the first launch big enough to share, so a device that only runs tiny kernels
+    never has them, and stop() ends them.
+    """
+
+    def __init__(self, name: str, size: int):
+        self.name, self.size = name, size
+        self._cv = threading.Condition()
+        self._job: _Dispatch | None = None
+        self._generation = 0  # bumped per launch: a worker takes part in each launch once
+        self._threads: list[threading.Thread] = []
+        self._stop = False
+
+    def run(self, job: _Dispatch, stopping: Callable[[], bool]) -> None:
+        """Run job on this thread and the workers; returns when every chunk finished, or early when stopping()."""
+        with self._cv:
+            if not self._threads and not self._stop:
+                self._threads = [threading.Thread(target=self._loop, name=f"cpu-{self.name}-worker{i}", daemon=True)
+                                 for i in range(1, self.size)]
+                for t in self._threads:
+                    t.start()
+            self._job = job
+            self._generation += 1
+            self._cv.notify_all()
+        try:
+            job.work()
+            while not job.finished.wait(POLL_S):
+                if stopping():
+                    return
+        finally:
+            with self._cv:
+                self._job = None
+
+    def _loop(self) -> None:
+        seen = 0
+        while True:
+            with self._cv:
+                while (self._job is None or self._generation == seen) and not self._stop:
+                    self._cv.wait(POLL_S)
+                if self._stop:
+                    return
+                job, seen = self._job, self._generation
+            job.work()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """End the worker threads; each finishes the chunk it is running first (at most `timeout` s in all)."""
+        with self._cv:
+            self._stop = True
+            self._cv.notify_all()
+        deadline = time.perf_counter() + timeout
+        for t in self._threads:
+            t.join(max(0.0, deadline - time.perf_counter()))
+
+    @property
+    def threads(self) -> list[threading.Thread]:
+        return list(self._threads)
+
+    @property
+    def current(self) -> _Dispatch | None:
+        """The launch being shared now, if any (for hang reports)."""
+        return self._job
 
 
 class CPUProcessor:
-    """One engine of the CPU device (compute or copy), running in its own thread."""
+    """One engine of the CPU device (compute or copy), running in its own thread; `workers` threads in all
+    (this one included) share each kernel launch big enough to be worth it.
+
+    Whether a launch is shared is timed, not guessed: per program, the engine keeps the time per workgroup of its
+    last launch run alone and of its last launch shared, and shares when that is faster (a memory-bound kernel on a
+    busy machine may not be). A program's first launch is shared when it has at least min_split_threads
+    work-items, its second tries the other way, launches expected to end within min_split_s are never shared, and
+    every PROBE_EVERY launches the way not chosen is timed again. Only the speed depends on this, never the results.
+    """
 
     def __init__(self, name: str, programs: dict[int, Any], check_range: Callable[[int, int], bool],
                  on_fault: Callable[[DeviceFault], None], submit_timeout: float = 10.0,
-                 on_signal: Callable[[], None] = lambda: None):
+                 on_signal: Callable[[int, int], None] = lambda addr, value: None, workers: int = 1,
+                 sleep: Callable[[ctypes.c_uint64, int, float], None] = _sleep):
+        if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
+            raise ValueError(f"cpu {name}: workers={workers!r} must be a whole number >= 1 (1 runs every launch on "
+                             "the engine thread)")
         self.name = name
-        self.on_signal = on_signal  # after every signal write: wakes host waiters
+        self.workers = workers
+        self.min_split_threads = MIN_SPLIT_THREADS
+        self.min_split_s = MIN_SPLIT_S
+        self._timing: dict[int, list] = {}  # program handle -> [s per workgroup alone, s per workgroup shared, launches]
+        self.pool = WorkerPool(name, workers)
+        self._ranged: dict[int, bool] = {}  # program handle -> whether its run() takes a workgroup range
+        self.on_signal = on_signal  # on_signal(address, value) after every signal write: wakes its waiters
+        self.sleep = sleep  # sleep(word, value, timeout_s): a WAIT's sleep, ended early by this device's signal writes
         self.programs = programs
         self.check_range = check_range
         self.on_fault = on_fault
@@ -52,6 +188,8 @@ class CPUProcessor:
     def submit(self, words: array) -> None:
         """Queue a snapshot of `words`; waits (bounded) while the ring is full."""
         snapshot = array("I", words)
+        if self._stop:  # a submit racing close(): the device check passed, the engine is gone now
+            raise self._closed_error()
         if len(self._ring) >= RING_STREAMS:
             self._wait_for_room()
         with self._submit_lock:
@@ -71,6 +209,8 @@ class CPUProcessor:
             self._full_waiters += 1
             try:
                 while len(self._ring) >= RING_STREAMS:
+                    if self._stop:  # stop() notifies: nothing will make room any more
+                        raise self._closed_error()
                     left = deadline - time.perf_counter()
                     if left <= 0:
                         raise HCQError(f"cpu {self.name} ring full for {self.submit_timeout} s: "
@@ -79,18 +219,27 @@ class CPUProcessor:
             finally:
                 self._full_waiters -= 1
 
+    def _closed_error(self) -> DeviceClosedError:
+        return DeviceClosedError(f"cpu.{self.name} is stopped: its device was closed; open the device again to use it")
+
     def debug_state(self) -> QueueState:
         recent = list(self.history) + ([self.current] if self.current else [])
         extra = {"executing": self.current.op.name} if self.current else {}
         if self.stalled:
             extra["stalled"] = "yes (fault injection)"
+        job = self.pool.current
+        if job is not None:  # a shared launch: which of its workgroups are still out
+            extra["launch"] = (f"{job.next} of {job.total} workgroups handed out, {job.running} chunks running on "
+                               f"{self.workers} threads")
         return QueueState(f"cpu.{self.name}", self.read_ptr, self.write_ptr, format_commands(recent), extra)
 
     def stop(self) -> None:
+        """End the engine thread and its workers (a kernel already running finishes first, bounded by join)."""
         with self._cv:
             self._stop = True
             self._cv.notify_all()
         self._thread.join(timeout=5)
+        self.pool.stop()
 
     def drop_pending(self) -> None:
         """Discard unexecuted work (recovery after a fault)."""
@@ -144,15 +293,17 @@ class CPUProcessor:
             self._need(f["signal"], 16, cmd)
             word = ctypes.c_uint64.from_address(f["signal"])
             if cmd.op == Op.WAIT:
+                slice_s = WAIT_SLICE_S[0]
                 while word.value < f["value"]:
                     if self._stop:
                         raise _Faulted()
-                    time.sleep(20e-6)
+                    self.sleep(word, f["value"], slice_s)
+                    slice_s = min(slice_s * 2, WAIT_SLICE_S[1])
             else:
                 ctypes.c_uint64.from_address(f["signal"] + 8).value = time.perf_counter_ns()
                 if cmd.op == Op.SIGNAL:
                     word.value = f["value"]
-                    self.on_signal()
+                    self.on_signal(f["signal"], f["value"])
         elif cmd.op == Op.COPY:
             self._need(f["src"], f["size"], cmd)
             self._need(f["dst"], f["size"], cmd)
@@ -161,11 +312,64 @@ class CPUProcessor:
             prog = self.programs.get(f["program"])
             if prog is None:
                 self._fault(DeviceFault("bad packet", f"EXEC of unknown program {f['program']}", queue=f"cpu.{self.name}"))
-            try:
-                prog.run(f["kernargs"], (f["gx"], f["gy"], f["gz"]), (f["lx"], f["ly"], f["lz"]))
-            except Exception as e:  # a kernel that fails is a device fault, as on a GPU
-                self._fault(DeviceFault("kernel error", f"{prog.name}: {e}", queue=f"cpu.{self.name}"))
+            self._launch(f["program"], prog, f["kernargs"], (f["gx"], f["gy"], f["gz"]), (f["lx"], f["ly"], f["lz"]))
         # NOP and BARRIER: the engine runs in order and ctypes stores are visible to the host immediately.
+
+    def _launch(self, handle: int, prog: Any, kernargs: int, global_size: tuple, local_size: tuple) -> None:
+        """Run one kernel over its grid: shared with the workers when it is big enough, else on this thread."""
+        total = global_size[0] * global_size[1] * global_size[2]
+        share = self._share(handle, prog, total, total * local_size[0] * local_size[1] * local_size[2])
+        start = time.perf_counter()
+        if share:
+            chunk = math.ceil(total / (self.workers * CHUNKS_PER_WORKER))
+            job = _Dispatch(prog, kernargs, global_size, local_size, total, chunk)
+            self.pool.run(job, lambda: self._stop)
+            self._timed(handle, 1, start, total)
+            if job.error is not None:
+                first, count, e = job.error
+                self._fault(DeviceFault("kernel error", f"{prog.name}: {e} (in workgroups {first}..{first + count - 1} "
+                                        f"of {total})", queue=f"cpu.{self.name}"))
+            if not job.finished.is_set():  # stopping mid-launch: the rest of the stream must not run
+                raise _Faulted()
+            return
+        try:
+            prog.run(kernargs, global_size, local_size)
+        except Exception as e:  # a kernel that fails is a device fault, as on a GPU
+            self._fault(DeviceFault("kernel error", f"{prog.name}: {e}", queue=f"cpu.{self.name}"))
+        self._timed(handle, 0, start, total)
+
+    def _share(self, handle: int, prog: Any, total: int, items: int) -> bool:
+        """Whether to share this launch with the workers (see the class docstring)."""
+        if self.workers == 1 or total < 2 or not self._takes_range(handle, prog):
+            return False
+        timing = self._timing.setdefault(handle, [None, None, 0])
+        alone, shared, launches = timing
+        timing[2] += 1
+        if alone is None and shared is None:
+            return items >= self.min_split_threads
+        if min(t for t in (alone, shared) if t is not None) * total < self.min_split_s:
+            return False
+        if alone is None or shared is None:
+            return shared is None  # time the way not tried yet
+        if launches % PROBE_EVERY == 0:
+            return shared >= alone
+        return shared < alone
+
+    def _timed(self, handle: int, way: int, start: float, total: int) -> None:
+        timing = self._timing.get(handle)
+        if timing is not None:  # only launches that could be shared are timed
+            timing[way] = (time.perf_counter() - start) / total
+
+    def _takes_range(self, handle: int, prog: Any) -> bool:
+        """Whether prog.run accepts (first, count): compiled kernels do; a plain run(kernargs, global, local) runs whole."""
+        known = self._ranged.get(handle)
+        if known is None:
+            try:
+                params = inspect.signature(prog.run).parameters
+            except (TypeError, ValueError):  # a builtin without a signature: run it whole
+                params = {}
+            known = self._ranged[handle] = "first" in params and "count" in params
+        return known
 
     def _need(self, addr: int, size: int, cmd: Command) -> None:
         if size and not self.check_range(addr, size):

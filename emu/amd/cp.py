@@ -360,7 +360,7 @@ class CommandProcessor:
             raise Fault("bad packet", f"queue {q.qid}: COMPUTE_NUM_THREAD is {local}, the kernel at {code:#x} was built "
                         f"for {tuple(fn.local_size)}")
         self.mem.check(kernargs, 8, "kernel arguments")
-        fn(kernargs, gx, gy, gz)
+        fn(kernargs, gx, gy, gz, 0, gx * gy * gz)  # the whole grid in one call: the emulated CP is one engine
 
     def kernel_at(self, q: Queue, code: int) -> Any:
         start = next((va for va, n in self.mem.ranges.items() if va <= code < va + n), None)
