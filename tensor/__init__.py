@@ -6,7 +6,7 @@
 """
 from tensor.dtypes import bool_, float16, float32, int32
 from tensor.schedule import ScheduleItem
-from tensor.tensor import DEVICES, Tensor, memory, reset_peak, synchronize
+from tensor.tensor import DEVICES, MAX_ELEMENTS, Tensor, memory, reset_peak, synchronize
 
 __all__ = ["Tensor", "ScheduleItem", "DEVICES", "memory", "reset_peak", "synchronize", "float32", "float16", "int32",
-           "bool_"]
+           "bool_", "MAX_ELEMENTS"]

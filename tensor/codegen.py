@@ -5,7 +5,8 @@ movement ops) is evaluated inline at the index the kernel needs, so views never 
 ops fuse into the loads of whatever kernel consumes them. Realized buffers are contiguous and row-major.
 
 numpy semantics the expressions keep: maximum/minimum/max propagate NaN; relu(NaN) is NaN; bool is stored
-as int32 0/1; integer sums stay int32 (numpy would widen to int64).
+as int32 0/1; integer sums stay int32 (numpy would widen to int64); `//` floors and `%` has the divisor's sign
+(npy_divmod's steps for floats; integer division by zero gives 0); `**` on int32 wraps.
 """
 from __future__ import annotations
 
@@ -28,7 +29,6 @@ BIG_TILES = (64, 64, 16, 4, 1)
 HOST_TILES = (64, 32, 32, 2, 1)
 TILE = 16  # matmul tile edge: (TILE, TILE) threads, two TILE x TILE tiles in local memory
 
-LOG2E, LN2, HALF_PI = 1.4426950408889634, 0.6931471805599453, math.pi / 2
 
 
 def cdiv(a: int, b: int) -> int:
@@ -150,7 +150,8 @@ class Builder:
         if kind == "view":
             return self._view(node, idx)
         if kind == "ewise":
-            return ewise(node.arg, [self.value(s, idx) for s in node.srcs], node, [s.dtype for s in node.srcs])
+            return ewise(node.arg, [self.value(s, idx) for s in node.srcs], node, [s.dtype for s in node.srcs],
+                         self.k)
         raise RuntimeError(f"scheduler error: {node!r} must be realized before a kernel reads it")
 
     def _view(self, node: LazyNode, idx: tuple[ir.Expr, ...]) -> ir.Expr:
@@ -196,6 +197,15 @@ def _float_math(x: ir.Expr, fn: Any) -> ir.Expr:
     return fn(x)
 
 
+def _float_math2(a: ir.Expr, b: ir.Expr, fn: Any) -> ir.Expr:
+    """A two-operand float function; float16 is computed in float32 and rounded once, as numpy's half loops do.
+    A constant operand stays a constant (fast paths look for it)."""
+    if a.dtype != ir.f16:
+        return fn(a, b)
+    up = [ir.Const(float(v.value), ir.f32) if isinstance(v, ir.Const) else v.cast(ir.f32) for v in (a, b)]
+    return fn(*up).cast(ir.f16)
+
+
 def _isnan(x: ir.Expr) -> ir.Expr:
     return x.ne(x)
 
@@ -205,6 +215,115 @@ def nan_max(a: ir.Expr, b: ir.Expr, op: Any = ir.maximum) -> ir.Expr:
     if a.dtype.kind != "f":
         return op(a, b)
     return ir.where(_isnan(a), a, ir.where(_isnan(b), b, op(a, b)))
+
+
+def _bind(k: Optional[ir.Kernel], e: ir.Expr) -> ir.Expr:
+    """e in a variable, so an expression used twice is one node, not a copied tree (chains of them would grow
+    exponentially); without a kernel (a bare expression is asked for) e itself."""
+    return k.var(e.dtype, e).value if k is not None else e
+
+
+def _fconst(v: float, like: ir.Expr) -> ir.Expr:
+    return ir.Const(float(v), like.dtype)
+
+
+def _sign_negative(x: ir.Expr) -> ir.Expr:
+    """x < 0, -0.0 included (its reciprocal is -inf): the IR has no signbit."""
+    return (x < 0) | (x.eq(0) & ((1.0 / x) < 0))
+
+
+def _copysign0(x: ir.Expr) -> ir.Expr:
+    """A zero with the sign of x."""
+    return ir.where(_sign_negative(x), _fconst(-0.0, x), _fconst(0.0, x))
+
+
+def _floor(v: ir.Expr) -> ir.Expr:
+    """floor of a float32 with no floor op: truncate through int32 where that is exact (|v| < 2**23, past which
+    every float is whole), step down where truncation went up; zeros, NaN and inf pass through unchanged."""
+    t = v.cast(ir.i32).cast(v.dtype)
+    small = (v < 2.0 ** 23) & (v > -2.0 ** 23) & v.ne(0)
+    return ir.where(small, ir.where(t > v, t - 1.0, t), v)
+
+
+def _fdivmod(a: ir.Expr, b: ir.Expr, k: Optional[ir.Kernel]) -> tuple[ir.Expr, ir.Expr]:
+    """numpy's float floor_divide and remainder (npy_divmod): fmod, then corrected to the divisor's sign, and the
+    quotient snapped to the nearest whole number; b == 0 gives a / b and NaN, as numpy does."""
+    fm = _bind(k, a % b)  # IR % on floats is fmod
+    div = _bind(k, (a - fm) / b)
+    adjust = fm.ne(0) & ((b < 0).ne(fm < 0))
+    div = _bind(k, ir.where(adjust, div - 1.0, div))
+    mod = ir.where(adjust, fm + b, ir.where(fm.ne(0), fm, _copysign0(b)))
+    fl = _bind(k, _floor(div))
+    fl = ir.where((div - fl) > 0.5, fl + 1.0, fl)
+    q = a / b
+    floordiv = ir.where(div.ne(0), fl, _copysign0(q))
+    zero = b.eq(0)
+    return ir.where(zero, q, floordiv), ir.where(zero, fm, mod)
+
+
+def _idivmod(a: ir.Expr, b: ir.Expr, k: Optional[ir.Kernel]) -> tuple[ir.Expr, ir.Expr]:
+    """numpy's int floor_divide and remainder: C's truncating ones stepped toward -inf when the signs differ;
+    b == 0 gives 0 and 0 (numpy's values, without its warning); -2**31 // -1 wraps to -2**31 as in numpy."""
+    zero = b.eq(0)
+    safe = _bind(k, ir.where(zero, 1, b))  # the renderers keep x // 0 from trapping, but its value is unspecified
+    q, r = _bind(k, a // safe), _bind(k, a % safe)
+    adjust = r.ne(0) & ((r < 0).ne(safe < 0))
+    q = ir.where(adjust, q - 1, q)
+    r = ir.where(adjust, r + safe, r)
+    return ir.where(zero, 0, q), ir.where(zero, 0, r)
+
+
+def _ipow_const(a: ir.Expr, n: int, k: Optional[ir.Kernel]) -> ir.Expr:
+    """a ** n for a build-time n >= 0 by squaring and multiplying, wrapping in int32 (numpy's int power)."""
+    result: Optional[ir.Expr] = None
+    base = a
+    while n:
+        if n & 1:
+            result = base if result is None else _bind(k, result * base)
+        n >>= 1
+        if n:
+            base = _bind(k, base * base)
+    return result if result is not None else ir.Const(1, a.dtype)
+
+
+def _ipow(a: ir.Expr, e: ir.Expr, k: Optional[ir.Kernel]) -> ir.Expr:
+    """int32 a ** e. A negative exponent (numpy raises; here it is only known on the device) gives the truncated
+    value of the true result: 1 for a == 1, +-1 for a == -1, else 0."""
+    if isinstance(e, ir.Const) and e.value >= 0:
+        return _ipow_const(a, int(e.value), k)
+    result: ir.Expr = ir.Const(1, ir.i32)
+    base, rest = a, e
+    for step in range(31):  # every bit of a non-negative int32 exponent
+        result = _bind(k, ir.where((rest & 1).ne(0), result * base, result))
+        if step < 30:
+            base, rest = _bind(k, base * base), _bind(k, rest // 2)
+    odd = (e & 1).ne(0)
+    negative = ir.where(a.eq(1), 1, ir.where(a.eq(-1), ir.where(odd, -1, 1), 0))
+    return ir.where(e < 0, negative, result)
+
+
+def _fpow(a: ir.Expr, b: ir.Expr, k: Optional[ir.Kernel]) -> ir.Expr:
+    """float a ** b with C99 pow's special values. Constant exponents 0, 0.5, 1, 2, -1 take numpy's own fast paths
+    (ones, sqrt, copy, square, reciprocal); other small whole ones multiply; the rest is exp2(b * log2|a|)."""
+    if isinstance(b, ir.Const):
+        v = b.value
+        fast = {0.0: lambda: _fconst(1.0, a), 0.5: lambda: ir.sqrt(a), 1.0: lambda: a, 2.0: lambda: a * a,
+                -1.0: lambda: 1.0 / a}
+        if v in fast:
+            return fast[v]()
+        if float(v).is_integer() and abs(v) <= 16:
+            m = _ipow_const(a, int(abs(v)), k)
+            return 1.0 / m if v < 0 else m
+    mag = _bind(k, ir.exp2(b * ir.log2(ir.where(a < 0, -a, a))))
+    whole = _bind(k, _floor(b).eq(b))
+    half = b * 0.5
+    odd = whole & _floor(half).ne(half)
+    negative = _bind(k, _sign_negative(a))
+    signed = ir.where(negative & odd, -mag, mag)
+    # a negative base to a fractional power has no real value, except -inf (C99: +inf or +0 like the magnitude)
+    signed = ir.where(negative & ~whole & a.ne(-math.inf), _fconst(math.nan, a), signed)
+    one = b.eq(0) | a.eq(1) | (a.eq(-1) & (b.eq(math.inf) | b.eq(-math.inf)))
+    return ir.where(one, _fconst(1.0, a), signed)
 
 
 def cast(x: ir.Expr, src: str, dst: str) -> ir.Expr:
@@ -217,8 +336,9 @@ def cast(x: ir.Expr, src: str, dst: str) -> ir.Expr:
     return x.cast(dtypes.IR[dst])
 
 
-def ewise(op: str, xs: list[ir.Expr], node: LazyNode, src_dtypes: list[str]) -> ir.Expr:
-    """One elementwise op with numpy semantics; sources already have the types the tensor layer chose."""
+def ewise(op: str, xs: list[ir.Expr], node: LazyNode, src_dtypes: list[str], k: Optional[ir.Kernel] = None) -> ir.Expr:
+    """One elementwise op with numpy semantics; sources already have the types the tensor layer chose. k, the
+    kernel being built, holds the intermediate values of the multi-step ops (pow, //, %) in variables."""
     dt = node.dtype
     if op == "cast":
         return cast(xs[0], src_dtypes[0], dt)
@@ -235,6 +355,15 @@ def ewise(op: str, xs: list[ir.Expr], node: LazyNode, src_dtypes: list[str]) -> 
             return a - b
         if op == "div":
             return a / b
+        if op in ("floordiv", "mod"):
+            if a.dtype.kind == "f":
+                pick = 0 if op == "floordiv" else 1
+                return _float_math2(a, b, lambda x, y: _fdivmod(x, y, k)[pick])
+            return _idivmod(a, b, k)[0 if op == "floordiv" else 1]
+        if op == "pow":
+            if a.dtype.kind == "f":
+                return _float_math2(a, b, lambda x, y: _fpow(x, y, k))
+            return _ipow(a, b, k)
         if op in ("maximum", "minimum"):
             if boolean:
                 return a | b if op == "maximum" else a & b
@@ -258,25 +387,27 @@ def ewise(op: str, xs: list[ir.Expr], node: LazyNode, src_dtypes: list[str]) -> 
     x = xs[0]
     if op == "neg":
         return -x
+    if op == "abs":  # x <= 0 takes 0 - x, so -0.0 gives +0.0 (numpy's abs), which max(x, -x) leaves to chance
+        return ir.where(x <= 0, const(0, dt) - x, x)
     if op == "not":
         return ~x
     if op == "relu":
         return ir.where(x < 0, const(0, dt), x)
     if op == "exp":
-        return _float_math(x, lambda v: ir.exp2(v * LOG2E))
+        return _float_math(x, ir.exp)
     if op == "log":
-        return _float_math(x, lambda v: ir.log2(v) * LN2)
+        return _float_math(x, ir.log)
     if op == "sqrt":
         return ir.sqrt(x)
     if op == "sin":
         return _float_math(x, ir.sin)
     if op == "cos":
-        return _float_math(x, lambda v: ir.sin(v + HALF_PI))
+        return _float_math(x, ir.cos)
     if op == "sigmoid":
-        return _float_math(x, lambda v: 1.0 / (ir.exp2(-v * LOG2E) + 1.0))
+        return _float_math(x, lambda v: 1.0 / (ir.exp(-v) + 1.0))
     if op == "tanh":
         def tanh(v: ir.Expr) -> ir.Expr:
-            t = ir.exp2(ir.where(v < 0, v, -v) * (2 * LOG2E))  # exp(-2|v|), never overflows
+            t = ir.exp(ir.where(v < 0, v, -v) * 2.0)  # exp(-2|v|), never overflows
             mag = (1.0 - t) / (1.0 + t)
             return ir.where(v < 0, -mag, mag)
         return _float_math(x, tanh)

@@ -8,12 +8,22 @@
 Nothing runs until `.numpy()`, `.realize()` or `.to(other_device)`; `Tensor.schedule(...)` shows the kernels
 that would run. Results follow numpy's semantics (broadcasting, type promotion, NaN handling) within the
 dtypes float32, float16, int32 and bool; numpy's float64/int64 results are narrowed to float32/int32.
+
+Operators follow numpy too: `//` floors and `%` takes the divisor's sign (integer division by zero gives 0,
+numpy's value, without its warning); `**` on int32 wraps like numpy's and refuses a negative Python int
+exponent as numpy does, while a negative element of an int32 exponent *tensor* gives the truncated result
+(1 for base 1, +-1 for base -1, else 0) because it is only known on the device. float `**` is
+exp2(b * log2|a|) in float32 (relative error about |log2 result| * 1e-7) except for exponents 0, 0.5, 1, 2, -1
+and small whole numbers, which multiply. A tensor holds at most MAX_ELEMENTS (2**31 - 1) elements: kernels
+index with int32, so a larger shape is refused when it is made, lazily or not.
 """
 from __future__ import annotations
 
 import atexit
 import functools
+import math
 import numbers
+import operator
 from typing import Any, Optional, Sequence, Union
 
 import numpy as np
@@ -29,11 +39,14 @@ DEVICES = Devices()
 atexit.register(DEVICES.close)
 
 Scalar = Union[int, float, bool]
+MAX_ELEMENTS = 2 ** 31 - 1  # kernels index elements with int32 (compiler.ir), so no tensor may hold more
+INT32_MIN, INT32_MAX = -(2 ** 31), 2 ** 31 - 1
 # The numpy function whose result type (and, for the tests, values) each op follows.
 NP_UFUNC = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.true_divide, "maximum": np.maximum,
             "minimum": np.minimum, "lt": np.less, "le": np.less_equal, "eq": np.equal, "ne": np.not_equal,
             "and": np.bitwise_and, "or": np.bitwise_or, "xor": np.bitwise_xor, "neg": np.negative, "exp": np.exp,
-            "log": np.log, "sqrt": np.sqrt, "sin": np.sin, "cos": np.cos, "tanh": np.tanh, "not": np.invert}
+            "log": np.log, "sqrt": np.sqrt, "sin": np.sin, "cos": np.cos, "tanh": np.tanh, "not": np.invert,
+            "floordiv": np.floor_divide, "mod": np.remainder, "pow": np.power, "abs": np.absolute}
 _RESULT_CACHE: dict[tuple, str] = {}
 
 
@@ -42,7 +55,9 @@ def _result_dtype(op: str, *operands: Any) -> str:
     key = (op,) + tuple(o if isinstance(o, str) else type(o).__name__ for o in operands)  # NEP 50: types, not values
     if key in _RESULT_CACHE:
         return _RESULT_CACHE[key]
-    samples = [np.ones(1, dtypes.DTYPES[o]) if isinstance(o, str) else o for o in operands]
+    # NEP 50: a Python scalar's type decides, not its value, so a 1 of that type stands in (a sample -1 would
+    # make numpy's int ** negative-int check fire while only asking for a dtype).
+    samples = [np.ones(1, dtypes.DTYPES[o]) if isinstance(o, str) else type(o)(1) for o in operands]
     try:
         with np.errstate(all="ignore"):
             out = NP_UFUNC[op](*samples)
@@ -53,13 +68,13 @@ def _result_dtype(op: str, *operands: Any) -> str:
     return _RESULT_CACHE[key]
 
 
-def _normalize_axes(axis: Any, ndim: int) -> tuple[int, ...]:
+def _normalize_axes(axis: Any, ndim: int, fn: str = "axis") -> tuple[int, ...]:
     if axis is None:
         return tuple(range(ndim))
-    axes = (axis,) if isinstance(axis, numbers.Integral) else tuple(axis)
+    axes = tuple(axis) if isinstance(axis, (tuple, list)) else (axis,)
     out = []
     for a in axes:
-        a = int(a)
+        a = _whole(a, fn, "axis")
         if not -ndim <= a < ndim:
             raise np.exceptions.AxisError(f"axis {a} is out of bounds for a tensor of dimension {ndim}")
         out.append(a % ndim)
@@ -87,11 +102,15 @@ class Tensor:
 
     def __init__(self, data: Any, device: Optional[str] = None, dtype: Any = None):
         if isinstance(data, LazyNode):
+            # Every op makes its result here, so this one check refuses any shape kernels cannot index.
+            what = data.arg[0] if data.kind == "view" else data.arg if data.kind == "ewise" else data.kind
+            _check_elements(data.shape, {"const": "full"}.get(what, what))
             self.node = data
             return
         if isinstance(data, Tensor):
             raise TypeError("Tensor(tensor) is not a copy; use tensor.to(device) or tensor.cast(dtype)")
         arr = np.asarray(data)
+        _check_elements(arr.shape, "Tensor")
         if dtype is None:
             if arr.dtype.kind in "iu" and arr.size and (arr.max() > np.iinfo(np.int32).max or arr.min() < np.iinfo(np.int32).min):
                 raise OverflowError("integer data outside int32: tensors hold int32; pass dtype='float32' to convert")
@@ -107,36 +126,59 @@ class Tensor:
     @staticmethod
     def full(shape: Any, value: Scalar, device: Optional[str] = None, dtype: Any = None) -> "Tensor":
         """shape filled with value (nothing is stored until a kernel needs it)."""
-        shape = _shape_arg(shape)
+        return Tensor._full(_shape_arg(shape, "full"), value, device, dtype)
+
+    @staticmethod
+    def _full(shape: tuple[int, ...], value: Scalar, device: Optional[str], dtype: Any) -> "Tensor":
+        if isinstance(value, np.ndarray) and value.ndim == 0:
+            value = value[()]  # the numpy scalar, which keeps its dtype
+        if isinstance(value, str) or not isinstance(value, (bool, numbers.Number, np.bool_)):
+            raise TypeError(f"full: the fill value {value!r} ({type(value).__name__}) is not a number or bool")
         dt = dtypes.to_dtype(dtype) if dtype is not None else dtypes.to_dtype(np.asarray(value).dtype)
-        return Tensor(LazyNode("const", shape, dt, DEVICES[device].name, arg=value))
+        return Tensor(LazyNode("const", shape, dt, DEVICES[device].name, arg=_fits(value, dt, "full")))
 
     @staticmethod
     def zeros(*shape: Any, device: Optional[str] = None, dtype: Any = "float32") -> "Tensor":
-        return Tensor.full(shape, 0, device, dtype)
+        return Tensor._full(_shape_arg(shape, "zeros"), 0, device, dtype)
 
     @staticmethod
     def ones(*shape: Any, device: Optional[str] = None, dtype: Any = "float32") -> "Tensor":
-        return Tensor.full(shape, 1, device, dtype)
+        return Tensor._full(_shape_arg(shape, "ones"), 1, device, dtype)
 
     @staticmethod
     def arange(start: Scalar, stop: Optional[Scalar] = None, step: Scalar = 1, device: Optional[str] = None,
                dtype: Any = None) -> "Tensor":
-        return Tensor(np.arange(start, stop, step) if stop is not None else np.arange(start), device, dtype)
+        """numpy.arange: arange(stop), arange(start, stop[, step]); float bounds and steps are allowed."""
+        bounds = (0, start, step) if stop is None else (start, stop, step)
+        for name, v in zip(("start", "stop", "step"), bounds):
+            if isinstance(v, (bool, np.bool_, str)) or not isinstance(v, numbers.Real):
+                raise TypeError(f"arange: {name} {v!r} ({type(v).__name__}) is not a number")
+        lo, hi, st = bounds
+        if st == 0:
+            raise ValueError("arange: step 0 would never reach stop; pass a step other than 0")
+        _check_elements((max(0, math.ceil((hi - lo) / st)),), "arange")  # before numpy allocates them
+        return Tensor(np.arange(lo, hi, st), device, dtype)
 
     @staticmethod
     def eye(n: int, m: Optional[int] = None, device: Optional[str] = None, dtype: Any = "float32") -> "Tensor":
-        return Tensor(np.eye(n, m), device, dtype)
+        """numpy.eye: n x m (m defaults to n), ones on the diagonal."""
+        rows = _whole(n, "eye", "n")
+        cols = rows if m is None else _whole(m, "eye", "m")
+        if rows < 0 or cols < 0:
+            raise ValueError(f"eye: negative dimensions are not allowed: shape {(rows, cols)}")
+        _check_elements((rows, cols), "eye")
+        return Tensor(np.eye(rows, cols), device, dtype)
 
     @staticmethod
     def rand(*shape: Any, device: Optional[str] = None, seed: Optional[int] = None, dtype: Any = "float32") -> "Tensor":
         """Uniform [0, 1) from numpy's PCG64 with this seed: the same numbers on every device."""
-        return Tensor(np.random.default_rng(seed).random(_shape_arg(shape), dtype=np.float32), device, dtype)
+        return Tensor(np.random.default_rng(seed).random(_shape_arg(shape, "rand"), dtype=np.float32), device, dtype)
 
     @staticmethod
     def randn(*shape: Any, device: Optional[str] = None, seed: Optional[int] = None, dtype: Any = "float32") -> "Tensor":
         """Standard normal from numpy's PCG64 with this seed."""
-        return Tensor(np.random.default_rng(seed).standard_normal(_shape_arg(shape), dtype=np.float32), device, dtype)
+        return Tensor(np.random.default_rng(seed).standard_normal(_shape_arg(shape, "randn"), dtype=np.float32),
+                      device, dtype)
 
     # --- properties ---
     @property
@@ -165,7 +207,14 @@ class Tensor:
         return self.shape[0]
 
     def __repr__(self) -> str:
-        return f"<Tensor {self.shape} {self.dtype} on {self.device}{'' if self.node.realized else ' (lazy)'}>"
+        """The values, like numpy and torch (this computes the tensor); numpy summarises big ones with '...'."""
+        try:
+            values = self.numpy()
+        except Exception as e:  # a repr that raises hides the tensor in debuggers and tracebacks: say why instead
+            return f"<Tensor {self.shape} {self.dtype} on {self.device}, not computed: {type(e).__name__}: {e}>"
+        body = np.array2string(values, separator=", ", prefix="Tensor(", threshold=1000, edgeitems=3)
+        shape = f", shape={self.shape}" if values.size == 0 and self.ndim != 1 else ""
+        return f"Tensor({body}{shape}, device='{self.device}', dtype='{self.dtype}')"
 
     __hash__ = object.__hash__  # == builds a tensor, so hashing is by identity
 
@@ -174,6 +223,25 @@ class Tensor:
             raise ValueError("the truth value of a tensor with more than one element is ambiguous; use .any()/.all() "
                              "or compare .numpy()")
         return bool(self.item())
+
+    def _one(self, what: str) -> Scalar:
+        if self.size != 1:
+            raise TypeError(f"{what}() needs a tensor of one element, this one has shape {self.shape} ({self.size} "
+                            f"elements); pick one first (t[0]) or use .tolist()")
+        return self.item()
+
+    def __float__(self) -> float:
+        return float(self._one("float"))
+
+    def __int__(self) -> int:
+        return int(self._one("int"))
+
+    def __index__(self) -> int:
+        """A one-element int32 tensor used where Python wants an integer (a list index, range(t))."""
+        if self.dtype != dtypes.int32:
+            raise TypeError(f"a {self.dtype} tensor cannot be used as an index (only int32 ones can); use int(t) to "
+                            f"truncate it or t.cast('int32')")
+        return int(self._one("index"))
 
     # --- running ---
     @_class_or_instance
@@ -246,7 +314,7 @@ class Tensor:
             return self.broadcast_to(shape), other.broadcast_to(shape), other.dtype
         if isinstance(other, np.ndarray):
             return self._broadcast_with(Tensor(other, self.device), op)
-        if isinstance(other, (bool, numbers.Number)) and not isinstance(other, complex):
+        if isinstance(other, (bool, numbers.Number, np.bool_)) and not isinstance(other, (complex, np.complexfloating)):
             return self, other, other  # type: ignore[return-value]
         raise TypeError(f"{op}: cannot combine a tensor with {type(other).__name__}")
 
@@ -258,8 +326,12 @@ class Tensor:
             common = dtypes.result_type(*operands)
         else:
             common = out
+        if op == "pow" and not reverse and not isinstance(b, Tensor) and common == dtypes.int32 and \
+                isinstance(b, numbers.Integral) and b < 0:
+            raise ValueError(f"{self.dtype} ** {b}: integers to negative integer powers are not allowed (numpy refuses "
+                             f"them too); use a float exponent ({b}.0) or cast the tensor to float32 first")
         if not isinstance(b, Tensor):
-            b = Tensor(LazyNode("const", a.shape, common, self.device, arg=b))
+            b = Tensor(LazyNode("const", a.shape, common, self.device, arg=_fits(b, common, op)))
         x, y = a.cast(common), b.cast(common)
         if reverse:
             x, y = y, x
@@ -285,6 +357,18 @@ class Tensor:
     def __ror__(self, o: Any) -> "Tensor": return self._binary("or", o, True)
     def __xor__(self, o: Any) -> "Tensor": return self._binary("xor", o)
     def __rxor__(self, o: Any) -> "Tensor": return self._binary("xor", o, True)
+    def __floordiv__(self, o: Any) -> "Tensor": return self._binary("floordiv", o)
+    def __rfloordiv__(self, o: Any) -> "Tensor": return self._binary("floordiv", o, True)
+    def __mod__(self, o: Any) -> "Tensor": return self._binary("mod", o)
+    def __rmod__(self, o: Any) -> "Tensor": return self._binary("mod", o, True)
+    def __pow__(self, o: Any) -> "Tensor": return self._binary("pow", o)
+    def __rpow__(self, o: Any) -> "Tensor": return self._binary("pow", o, True)
+    def __divmod__(self, o: Any) -> tuple["Tensor", "Tensor"]: return self // o, self % o
+    def __abs__(self) -> "Tensor": return self.abs()
+
+    def pow(self, o: Any) -> "Tensor":
+        """numpy.power (see the module docstring for negative int exponents and float precision)."""
+        return self._binary("pow", o)
 
     def maximum(self, o: Any) -> "Tensor":
         return self._binary("maximum", o)
@@ -314,11 +398,13 @@ class Tensor:
         return self._ewise("relu", self.dtype, self)
 
     def abs(self) -> "Tensor":
-        return self.maximum(-self) if self.dtype != dtypes.bool_ else self
+        """numpy.abs: -0.0 becomes 0.0, and int32's -2**31 stays itself (it wraps, as in numpy)."""
+        return self._ewise("abs", self.dtype, self) if self.dtype != dtypes.bool_ else self
 
-    @staticmethod
+    @_class_or_instance
     def where(cond: "Tensor", a: Any, b: Any) -> "Tensor":
-        """a where cond, else b (numpy.where), broadcasting all three."""
+        """a where cond, else b (numpy.where), broadcasting all three: `Tensor.where(cond, a, b)` or
+        `cond.where(a, b)`."""
         if not isinstance(cond, Tensor):
             raise TypeError("where: the condition must be a tensor")
         ts = [x for x in (a, b) if isinstance(x, Tensor)]
@@ -332,7 +418,7 @@ class Tensor:
         def side(x: Any) -> "Tensor":
             if isinstance(x, Tensor):
                 return x.cast(out).broadcast_to(shape)
-            return Tensor(LazyNode("const", shape, out, cond.device, arg=x))
+            return Tensor(LazyNode("const", shape, out, cond.device, arg=_fits(x, out, "where")))
         return c._ewise("where", out, c, side(a), side(b))
 
     # --- views (no copies: consumers index through them) ---
@@ -340,7 +426,7 @@ class Tensor:
         return Tensor(LazyNode("view", shape, self.dtype, self.device, (self.node,), (op, param)))
 
     def reshape(self, *shape: Any) -> "Tensor":
-        new = reshape_shape(self.shape, _shape_arg(shape, allow_infer=True))
+        new = reshape_shape(self.shape, _shape_arg(shape, "reshape", allow_infer=True))
         return self if new == self.shape else self._view("reshape", new, None)
 
     def flatten(self) -> "Tensor":
@@ -349,7 +435,7 @@ class Tensor:
     def permute(self, *order: Any) -> "Tensor":
         if len(order) == 1 and isinstance(order[0], (tuple, list)):
             order = tuple(order[0])
-        order = tuple(int(o) % max(self.ndim, 1) for o in order)
+        order = tuple(_whole(o, "permute", "axis") % max(self.ndim, 1) for o in order)
         new = permute_shape(self.shape, order)
         return self if order == tuple(range(self.ndim)) else self._view("permute", new, order)
 
@@ -362,11 +448,11 @@ class Tensor:
         return self.transpose()
 
     def expand(self, *shape: Any) -> "Tensor":
-        new = expand_shape(self.shape, _shape_arg(shape))
+        new = expand_shape(self.shape, _shape_arg(shape, "expand"))
         return self if new == self.shape else self._view("expand", new, None)
 
     def broadcast_to(self, shape: Sequence[int]) -> "Tensor":
-        shape = tuple(shape)
+        shape = _shape_arg(shape, "broadcast_to")
         if shape == self.shape:
             return self
         if len(shape) < self.ndim or broadcast_shapes(self.shape, shape) != shape:
@@ -375,18 +461,24 @@ class Tensor:
         return x.expand(*shape)
 
     def unsqueeze(self, axis: int) -> "Tensor":
-        axis = axis % (self.ndim + 1)
+        axis = _whole(axis, "unsqueeze", "axis") % (self.ndim + 1)
         return self.reshape(self.shape[:axis] + (1,) + self.shape[axis:])
 
     def squeeze(self, axis: Any = None) -> "Tensor":
-        axes = [i for i, d in enumerate(self.shape) if d == 1] if axis is None else _normalize_axes(axis, self.ndim)
+        if axis is None:
+            axes: Sequence[int] = [i for i, d in enumerate(self.shape) if d == 1]
+        else:
+            axes = _normalize_axes(axis, self.ndim, "squeeze")
         if any(self.shape[a] != 1 for a in axes):
             raise ValueError(f"cannot squeeze axes {axes} of shape {self.shape}: they are not size 1")
         return self.reshape(tuple(d for i, d in enumerate(self.shape) if i not in axes))
 
     def pad(self, pad_width: Any, value: Scalar = 0) -> "Tensor":
         """numpy.pad with mode 'constant': pad_width is n, (before, after) or one pair per axis."""
-        pw = np.broadcast_to(np.asarray(pad_width, dtype=np.int64), (self.ndim, 2))
+        given = np.asarray(pad_width)
+        if given.dtype.kind not in "iu":
+            raise TypeError(f"pad: pad_width {pad_width!r} must hold whole numbers, got {given.dtype}")
+        pw = np.broadcast_to(given.astype(np.int64), (self.ndim, 2))
         pads = tuple((int(b), int(a)) for b, a in pw)
         new = pad_shape(self.shape, pads)
         return self if new == self.shape else self._view("pad", new, (pads, value))
@@ -395,6 +487,9 @@ class Tensor:
         """Basic numpy indexing: ints, slices with steps, None and Ellipsis (no copies)."""
         if not isinstance(index, tuple):
             index = (index,)
+        # 0-d integer arrays index like ints (numpy does the same)
+        index = tuple(int(i) if isinstance(i, np.ndarray) and i.ndim == 0 and i.dtype.kind in "iu" else i
+                      for i in index)
         if any(isinstance(i, (Tensor, np.ndarray, list)) for i in index):
             raise TypeError("advanced (array) indexing is not supported; use where() or slices")
         if sum(i is Ellipsis for i in index) > 1:
@@ -431,7 +526,7 @@ class Tensor:
 
     # --- reductions ---
     def _reduce(self, op: str, axis: Any, keepdims: bool, dtype: str) -> "Tensor":
-        axes = _normalize_axes(axis, self.ndim)
+        axes = _normalize_axes(axis, self.ndim, op)
         kept = tuple(1 if i in axes else d for i, d in enumerate(self.shape))
         if not axes:
             out = self.cast(dtype)
@@ -455,7 +550,7 @@ class Tensor:
         return self._reduce("min", axis, keepdims, self.dtype)
 
     def mean(self, axis: Any = None, keepdims: bool = False) -> "Tensor":
-        axes = _normalize_axes(axis, self.ndim)
+        axes = _normalize_axes(axis, self.ndim, "mean")
         count = prod(self.shape[a] for a in axes)
         dt = dtypes.float_result(self.dtype)
         # float16 sums and divides in float32 as numpy does: the sum of a few large halves overflows float16
@@ -481,7 +576,14 @@ class Tensor:
         a = a.cast(compute).broadcast_to(batch + a.shape[-2:])
         b = b.cast(compute).broadcast_to(batch + b.shape[-2:])
         shape = batch + (a.shape[-2], b.shape[-1])
-        out = Tensor(LazyNode("matmul", shape, compute, self.device, (a.node, b.node)))
+        M, K, N = a.shape[-2], a.shape[-1], b.shape[-1]
+        if max(M, K, N) > MAX_ELEMENTS - 64:  # tile loops step past the edge by up to one 64-wide tile
+            raise ValueError(f"matmul: {self.shape} @ {other.shape}: an axis of {max(M, K, N)} is within a tile of the "
+                             f"{MAX_ELEMENTS} (2**31 - 1) element limit; split the matrices")
+        if K == 0:  # an empty sum: zeros, with no kernel (a loop of no tiles leaves nothing to stage)
+            out = Tensor(LazyNode("const", shape, compute, self.device, arg=0))
+        else:
+            out = Tensor(LazyNode("matmul", shape, compute, self.device, (a.node, b.node)))
         if out_dt == dtypes.bool_:
             out = out.cast(dtypes.bool_)
         if self.ndim == 1:
@@ -499,16 +601,52 @@ class Tensor:
         return self.matmul(other)
 
 
-def _shape_arg(shape: Any, allow_infer: bool = False) -> tuple[int, ...]:
-    """(2, 3), [2, 3], 5, or 2, 3 given as *args; -1 (one axis inferred) only where allow_infer."""
-    if isinstance(shape, numbers.Integral):
+def _whole(value: Any, fn: str, what: str) -> int:
+    """value as an int when it is a whole number: int, numpy integer or 0-d integer array. A float or bool is an
+    error naming fn and the argument, never rounded: Tensor.zeros(2.5) is a mistake, not a (2,) tensor."""
+    if isinstance(value, (bool, np.bool_)) or (isinstance(value, np.ndarray) and value.dtype.kind == "b"):
+        raise TypeError(f"{fn}: {what} {value!r} is a bool, not a whole number; pass an int such as 3")
+    try:
+        return operator.index(value)
+    except TypeError:
+        pass
+    hint = "; int(x) truncates a float if that is what you mean" if isinstance(value, numbers.Real) else ""
+    raise TypeError(f"{fn}: {what} {value!r} ({type(value).__name__}) is not a whole number{hint}")
+
+
+def _shape_arg(shape: Any, fn: str, allow_infer: bool = False) -> tuple[int, ...]:
+    """(2, 3), [2, 3], 5, or 2, 3 given as *args, to fn; -1 (one axis inferred) only where allow_infer."""
+    if not isinstance(shape, (tuple, list)):
         shape = (shape,)
-    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
-        shape = shape[0]
-    out = tuple(int(d) for d in shape)
+    if len(shape) == 1 and (isinstance(shape[0], (tuple, list)) or (isinstance(shape[0], np.ndarray) and
+                                                                     shape[0].ndim == 1)):
+        shape = tuple(shape[0])
+    shown = tuple(shape)
+    out = tuple(_whole(d, fn, f"shape {shown!r}: axis {i} size") for i, d in enumerate(shape))
     if any(d < (-1 if allow_infer else 0) for d in out):
-        raise ValueError(f"negative dimensions are not allowed: {out}")
+        allowed = " (-1, for one axis inferred, is the only negative size)" if allow_infer else ""
+        raise ValueError(f"{fn}: negative dimensions are not allowed: shape {out}{allowed}")
+    if not allow_infer:
+        _check_elements(out, fn)
     return out
+
+
+def _check_elements(shape: Sequence[int], what: str) -> None:
+    """Refuse a shape whose element count (or an axis) passes MAX_ELEMENTS, before anything is built for it."""
+    count = math.prod(shape)
+    if count > MAX_ELEMENTS or any(d > MAX_ELEMENTS for d in shape):
+        raise ValueError(f"{what}: a tensor of shape {tuple(shape)} has {count} elements, over the limit of "
+                         f"{MAX_ELEMENTS} (2**31 - 1) per tensor and per axis (kernels index with int32); split the "
+                         f"work into tensors below the limit, for example in chunks along the first axis")
+
+
+def _fits(value: Any, dtype: str, op: str) -> Any:
+    """A scalar operand as a constant of dtype: an integer that int32 cannot hold is an error, not a wrap."""
+    if dtype == dtypes.int32 and isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_)) \
+            and not INT32_MIN <= value <= INT32_MAX:
+        raise OverflowError(f"{op}: the integer {value} does not fit the int32 tensor (range {INT32_MIN} to "
+                            f"{INT32_MAX}); use a float ({value}.0) or cast the tensor to float32")
+    return value
 
 
 def memory(device: Optional[str] = None) -> dict[str, int]:

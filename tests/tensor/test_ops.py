@@ -120,7 +120,8 @@ def test_large_reduction_uses_every_element(device):
 @pytest.mark.parametrize("sa,sb", [((5, 7), (7, 3)), ((33, 17), (17, 20)), ((7,), (7, 4)), ((4, 7), (7,)),
                                    ((2, 3, 5, 6), (6, 4)), ((2, 1, 5, 6), (3, 6, 2)),
                                    ((70, 45), (45, 130)), ((2, 65, 33), (33, 64)),  # the large-tile kernel, ragged
-                                   ((2, 64, 96), (96, 64))])  # tiles that divide the matrices: no bounds checks
+                                   ((2, 64, 96), (96, 64)),  # tiles that divide the matrices: no bounds checks
+                                   ((2, 0), (0, 4)), ((0, 3), (3, 2))])  # K = 0: zeros, no kernel; M = 0: empty
 def test_matmul(device, sa, sb):
     a, b = RNG.standard_normal(sa).astype(np.float32), RNG.standard_normal(sb).astype(np.float32)
     assert_matches((Tensor(a, device) @ Tensor(b, device)).numpy(), a @ b, rtol=1e-5, atol=1e-5)
