@@ -153,7 +153,7 @@ class Renderer:
             t = self.tmp()
             return self.emit(f"{t} = load {_lt(e.dtype)}, ptr{self.alloca_space} {self.var_ptr(e.var)}")
         if isinstance(e, ir.Load):
-            ptr = self.memory_ptr(e.mem, self.expr(e.index))
+            ptr = self.memory_ptr(e.mem, self.mem_index(e.index))
             t = self.tmp()
             return self.emit(f"{t} = load {_lt(e.dtype)}, {ptr}, align {ALIGN[e.dtype.name]}")
         if isinstance(e, ir.BinOp):
@@ -172,8 +172,12 @@ class Renderer:
             return self.emit(f"{t} = select i1 {c}, {_lt(e.dtype)} {a}, {_lt(e.dtype)} {b}")
         raise ir.IRError(f"cannot render {e!r}")
 
+    def mem_index(self, e: ir.Expr) -> str:
+        """An element index (an int32 value) for memory_ptr; a hook so the host can mark its arithmetic."""
+        return self.expr(e)
+
     def memory_ptr(self, m: ir.Memory, index: str) -> str:
-        """`ptr<space> %p` for element `index` of m."""
+        """`ptr<space> %p` for element `index` (an int32 value) of m."""
         i64, t = self.tmp(), self.tmp()
         self.emit(f"{i64} = sext i32 {index} to i64")
         if m.space == "global":
@@ -245,7 +249,7 @@ class Renderer:
     def stmts(self, body: list) -> None:
         for s in body:
             if isinstance(s, ir.Store):
-                idx, val = self.expr(s.index), self.expr(s.value)
+                idx, val = self.mem_index(s.index), self.expr(s.value)
                 self.emit(f"store {_lt(s.value.dtype)} {val}, {self.memory_ptr(s.mem, idx)}, "
                           f"align {ALIGN[s.value.dtype.name]}")
             elif isinstance(s, ir.Assign):
@@ -611,6 +615,15 @@ class HostRenderer(Renderer):
 
     def local_base(self, m: ir.Memory) -> str:
         return f"%.lds.{m.name}"
+
+    def mem_index(self, e: ir.Expr) -> str:
+        """The index with its sums and products marked nsw (no signed wrap): LLVM then sees thread x's addresses as
+        consecutive (the sign extension folds into them) and vectorizes them as loads and stores, not gathers. A
+        valid index never overflows int32, so the flag only drops a wrapped meaning no valid access has."""
+        if isinstance(e, ir.BinOp) and e.op in ("add", "sub", "mul") and e.dtype == ir.i32:
+            a, b = self.mem_index(e.a), self.mem_index(e.b)
+            return self.emit(f"{self.tmp()} = {e.op} nsw i32 {a}, {b}")
+        return self.expr(e)
 
     def barrier(self) -> None:
         raise ir.IRError(f"{self.k.name}: a barrier inside divergent control flow cannot run on the host target")
