@@ -140,22 +140,29 @@ class HWQueue(ABC):
         return self
 
     def submit(self, device: Any, values: dict[str, int] | None = None) -> "HWQueue":
-        """Patch in `values` for every Var (all must be given) and hand the stream to the device."""
+        """Patch in `values` for every Var (all must be given) and hand the stream to the device.
+
+        Safe from several threads: patching and handing over happen under the device's submit_lock, so each
+        submission reaches its hardware queue whole, with its own values (drivers copy the words they are handed).
+        """
         values = dict(values or {})
-        if self.staged:
-            tag = self.timeline_value if not isinstance(self.timeline_value, Var) else \
-                values.get(self.timeline_value.name, 0) + self.timeline_value.offset
-            if not isinstance(tag, int) or tag <= 0:
-                tag = device.timeline_value + 1  # no timeline signal here: free only after a later one
-            for name, blob in self.staged:
-                values[name] = device.stage_kernargs(blob, tag)
-        missing = self.vars - values.keys()
-        if missing:
-            raise QueueBuildError(f"submit needs values for {sorted(missing)} (this queue was built with them as Vars)")
-        self.apply(values)
-        self._submit(device)
-        if self.profiled:
-            device.profile_log.extend(self.profiled)
+        with device.submit_lock:
+            device.check()  # closed by another thread meanwhile: raise before touching its memory
+            if self.staged:
+                tag = self.timeline_value if not isinstance(self.timeline_value, Var) else \
+                    values.get(self.timeline_value.name, 0) + self.timeline_value.offset
+                if not isinstance(tag, int) or tag <= 0:
+                    tag = device.timeline_value + 1  # no timeline signal here: free only after a later one
+                for name, blob in self.staged:
+                    values[name] = device.stage_kernargs(blob, tag)
+            missing = self.vars - values.keys()
+            if missing:
+                raise QueueBuildError(f"submit needs values for {sorted(missing)} (this queue was built with them "
+                                      "as Vars)")
+            self.apply(values)
+            self._submit(device)
+            if self.profiled:
+                device.profile_log.extend(self.profiled)
         return self
 
     # --- replay machinery ---

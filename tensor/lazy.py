@@ -19,8 +19,8 @@ import math
 from typing import Any, Optional
 
 # Elementwise ops and how many sources each takes; the codegen gives them numpy semantics.
-UNARY = ("neg", "exp", "log", "sqrt", "sin", "cos", "relu", "sigmoid", "tanh", "not", "cast")
-BINARY = ("add", "sub", "mul", "div", "maximum", "minimum", "lt", "le", "eq", "ne", "and", "or", "xor")
+UNARY = ("neg", "abs", "exp", "log", "sqrt", "sin", "cos", "relu", "sigmoid", "tanh", "not", "cast")
+BINARY = ("add", "sub", "mul", "div", "floordiv", "mod", "pow", "maximum", "minimum", "lt", "le", "eq", "ne", "and", "or", "xor")
 TERNARY = ("where",)
 COMPARE = ("lt", "le", "eq", "ne")
 VIEWS = ("reshape", "permute", "expand", "slice", "pad")
@@ -65,13 +65,21 @@ class LazyNode:
         return self.kind in STORED or self.depth >= MAX_FUSED_DEPTH
 
     def become_buffer(self, runtime: Any, buffer: Any) -> None:
-        """This node's value now lives in `buffer`; the graph behind it is no longer needed."""
-        self.kind, self.srcs, self.arg, self.buffer, self.runtime = "buffer", (), None, buffer, runtime
+        """This node's value now lives in `buffer`; the graph behind it is no longer needed.
+
+        The order is what other threads may rely on without a lock: buffer and runtime are set before the kind
+        says "buffer", and the kind changes before the sources and data go. So a thread that sees kind "buffer"
+        finds the buffer, and one that reads `arg` first and then sees kind "host" holds the data.
+        """
+        self.buffer, self.runtime = buffer, runtime
+        self.kind = "buffer"
+        self.srcs, self.arg = (), None
 
     def become_alias(self, base: "LazyNode") -> None:
         """This node is a reshape of realized `base`: it reads base's buffer, which base keeps owning."""
-        self.kind, self.srcs, self.arg, self.buffer, self.base = "buffer", (), None, base.buffer, base
-        self.runtime = base.runtime
+        self.base, self.buffer, self.runtime = base, base.buffer, base.runtime  # base first: __del__ must not free it
+        self.kind = "buffer"
+        self.srcs, self.arg = (), None
 
     def __del__(self) -> None:
         if self.buffer is not None and self.runtime is not None and self.base is None:

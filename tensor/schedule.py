@@ -7,11 +7,11 @@ matmul are computed inside it).
 """
 from __future__ import annotations
 
-import os
 import sys
 from dataclasses import dataclass
 from typing import Any
 
+from hcq.env import env_flag
 from tensor.codegen import kernel_for, signature
 from tensor.dtypes import itemsize
 from tensor.lazy import LazyNode, walk
@@ -65,26 +65,40 @@ def schedule(roots: list[LazyNode]) -> list[ScheduleItem]:
 
 
 def run(items: list[ScheduleItem], devices: Any) -> None:
-    """Carry out items in order on their devices; kernels are submitted, not waited for."""
-    debug = int(os.environ.get("BAREGPU_DEBUG", "0") or 0)
+    """Carry out items in order on their devices; kernels are submitted, not waited for.
+
+    Safe from several threads, also for schedules that share nodes: each item runs under its device runtime's
+    lock, and an item whose node another thread realized meanwhile is skipped (its inputs are realized either
+    way: by an earlier item of this schedule or by whoever realized them first).
+    BAREGPU_DEBUG (a yes/no switch) prints each kernel launched to stderr.
+    """
+    debug = env_flag("BAREGPU_DEBUG")
     for it in items:
         node = it.node
         rt = devices[node.device]
-        if it.kind == "upload":
-            node.become_buffer(rt, rt.upload(node.arg))
-            continue
-        if it.kind == "alias":
-            node.become_alias(node.srcs[0])
-            continue
-        sig, inputs = signature(node)
-        built = rt.kernels.get(sig)
-        if built is None:  # a new kind of kernel: build its IR, compile (or load from the disk cache) and load it
-            kernel, order, grid = kernel_for(node, host=rt.target == "host")
-            assert [n.id for n in order] == [n.id for n in inputs], "kernel parameters out of region order"
-            built = rt.kernels[sig] = (rt.program(kernel), kernel.local_size, grid, kernel.name)
-        prog, local, grid, name = built
-        out = rt.alloc(node.size * itemsize(node.dtype))
-        rt.launch(prog, local, [out] + [n.buffer for n in inputs], grid)
-        if debug:
-            print(f"baregpu: {rt.name} kernel {name} grid {grid} local {local} inputs {len(inputs)}", file=sys.stderr)
-        node.become_buffer(rt, out)
+        with rt.lock:
+            if node.realized:
+                continue
+            _run_item(it, node, rt, debug)
+
+
+def _run_item(it: ScheduleItem, node: LazyNode, rt: Any, debug: bool) -> None:
+    """One item, with the runtime's lock held and the node not yet realized."""
+    if it.kind == "upload":
+        node.become_buffer(rt, rt.upload(node.arg))
+        return
+    if it.kind == "alias":
+        node.become_alias(node.srcs[0])
+        return
+    sig, inputs = signature(node)
+    built = rt.kernels.get(sig)
+    if built is None:  # a new kind of kernel: build its IR, compile (or load from the disk cache) and load it
+        kernel, order, grid = kernel_for(node, host=rt.target == "host")
+        assert [n.id for n in order] == [n.id for n in inputs], "kernel parameters out of region order"
+        built = rt.kernels[sig] = (rt.program(kernel), kernel.local_size, grid, kernel.name)
+    prog, local, grid, name = built
+    out = rt.alloc(node.size * itemsize(node.dtype))
+    rt.launch(prog, local, [out] + [n.buffer for n in inputs], grid)
+    if debug:
+        print(f"baregpu: {rt.name} kernel {name} grid {grid} local {local} inputs {len(inputs)}", file=sys.stderr)
+    node.become_buffer(rt, out)

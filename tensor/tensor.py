@@ -258,8 +258,9 @@ class Tensor:
     def numpy(self) -> np.ndarray:
         """The values as a numpy array (waits for the device)."""
         node = self.node
-        if node.kind == "host":
-            out = node.arg
+        data, kind = node.arg, node.kind  # data first: another thread's upload clears arg after setting kind
+        if kind == "host":
+            out = data
         else:
             if not node.realized:
                 self.realize()
@@ -282,8 +283,9 @@ class Tensor:
         dst = DEVICES[device]
         if dst.name == self.device:
             return self
-        if self.node.kind == "host":
-            return Tensor(LazyNode("host", self.shape, self.dtype, dst.name, arg=self.node.arg))
+        data, kind = self.node.arg, self.node.kind  # data first, as in numpy()
+        if kind == "host":
+            return Tensor(LazyNode("host", self.shape, self.dtype, dst.name, arg=data))
         self.realize()
         src = self.node.runtime
         nbytes = self.size * dtypes.itemsize(self.dtype)

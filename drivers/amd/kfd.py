@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import threading
 from typing import Any
 
 from autogen import kfd
@@ -64,7 +65,11 @@ def memory_flags(flags: MemFlags) -> int:
 
 
 class KFDDevice(Device):
-    """One AMD GPU through KFD. `index` picks among the topology's GPU nodes."""
+    """One AMD GPU through KFD. `index` picks among the topology's GPU nodes.
+
+    Threads: memory (the VA heap, the buffer map and the ioctls that back them) changes under one lock per
+    device; submissions go through the device's submit_lock and each ring's own lock (see hcq.device.Device).
+    """
 
     def __init__(self, index: int = 0, system: System | None = None, lock_wait: float | None = None,
                  ring_size: int = COMPUTE_RING_SIZE):
@@ -81,7 +86,15 @@ class KFDDevice(Device):
         self.target = self.node.target
         self.ring_size = ring_size
         self.gc = _gc_registers(self.target)
-        self.lock = DeviceLock(f"kfd-gpu-{self.node.gpu_id}", self.system.lock_dir, wait=lock_wait).acquire()
+        # The key is the lock file's stable identity (emulated GPUs lock under keys of their own); the label names
+        # the GPU as users know it.
+        label = ", ".join(filter(None, (self.target, self.node.pci_address and f"PCI {self.node.pci_address}",
+                                        "emulated" if self.system.emulated else "")))
+        key = ("emulated-" if self.system.emulated else "") + f"kfd-gpu-{self.node.gpu_id}"
+        self.lock = DeviceLock(key, self.system.lock_dir, wait=lock_wait, label=f"AMD:{index} ({label})").acquire()
+        self._mem_lock = threading.RLock()  # the VA heap, _buffers and the BO ioctls change together
+        self._sleep_cv = threading.Condition()  # threads waiting while another sleeps in WAIT_EVENTS for them all
+        self._event_sleeper = False
         self._fds: list[int] = []
         self._buffers: dict[int, Buffer] = {}
         self._queue_bufs = []
@@ -132,10 +145,31 @@ class KFDDevice(Device):
         return list(data) if args.wait_result == kfd.KFD_IOC_WAIT_RESULT_COMPLETE else []
 
     def sleep_on_signal(self, signal: Signal, value: int, timeout_s: float) -> None:
-        """Sleep in KFD until a queue interrupts (a signal was written) or faults, or the slice ends."""
+        """Sleep in KFD until a queue interrupts (a signal was written) or faults, or the slice ends.
+
+        One thread at a time sleeps in WAIT_EVENTS; the others wait for it to return, so an auto-reset event
+        that wakes one waiter wakes every thread (each then re-reads its own signal).
+        """
         self.check()
-        ids = [self.signal_event_id, self.memory_event_id, self.hw_event_id]
-        self._handle_exceptions(self._wait_events(ids, max(1, int(timeout_s * 1000))))
+        with self._sleep_cv:
+            if self._event_sleeper:
+                if signal.value < value:
+                    self._sleep_cv.wait(timeout_s)
+                self.check()
+                return
+            self._event_sleeper = True
+        try:
+            ids = [self.signal_event_id, self.memory_event_id, self.hw_event_id]
+            try:
+                events = self._wait_events(ids, max(1, int(timeout_s * 1000)))
+            except KFDError:
+                self.check()  # closed by another thread meanwhile: say that, not that its fd went away
+                raise
+            self._handle_exceptions(events)
+        finally:
+            with self._sleep_cv:
+                self._event_sleeper = False
+                self._sleep_cv.notify_all()
         self.check()
 
     def poll_faults(self) -> None:
@@ -242,9 +276,13 @@ class KFDDevice(Device):
     # --- memory ---
     def alloc(self, size: int, flags: MemFlags = MemFlags.DEVICE_LOCAL, align: int = 0) -> Buffer:
         """GPU memory mapped on this GPU; host-visible flags also map it into the process at the same address."""
-        self.check()
         if size <= 0:
             raise ValueError(f"{self.name}: allocation size must be positive, got {size}")
+        with self._mem_lock:
+            self.check()  # under the lock: a close() in another thread has either finished or not begun
+            return self._alloc(size, flags, align)
+
+    def _alloc(self, size: int, flags: MemFlags, align: int) -> Buffer:
         rounded = -(-size // PAGE_SIZE) * PAGE_SIZE
         va = self.heap.alloc(rounded, align)
         args = kfd.struct_kfd_ioctl_alloc_memory_of_gpu_args(va_addr=va, size=rounded, gpu_id=self.node.gpu_id,
@@ -273,10 +311,14 @@ class KFDDevice(Device):
     def map_host(self, host_addr: int, size: int) -> Buffer:
         """Make existing host memory (page-aligned, e.g. a numpy array's pages) GPU-accessible without a copy
         (KFD userptr). The buffer's GPU address differs from host_addr; its CPU view is the memory itself."""
-        self.check()
         if host_addr % PAGE_SIZE or size <= 0:
             raise ValueError(f"{self.name}: map_host needs a page-aligned address and a positive size, got "
                              f"{host_addr:#x} and {size}")
+        with self._mem_lock:
+            self.check()
+            return self._map_host(host_addr, size)
+
+    def _map_host(self, host_addr: int, size: int) -> Buffer:
         rounded = -(-size // PAGE_SIZE) * PAGE_SIZE
         va = self.heap.alloc(rounded)
         args = kfd.struct_kfd_ioctl_alloc_memory_of_gpu_args(
@@ -319,14 +361,17 @@ class KFDDevice(Device):
 
     def free(self, buf: Buffer) -> None:
         """Unmap and free a buffer; using it afterwards is an error."""
-        if self._buffers.get(buf.va) is not buf:
-            raise InvalidHandleError(f"{buf!r} is not a live allocation of {self.name} (freed twice, or a view?)")
-        del self._buffers[buf.va]
-        self._release_bo(buf.meta, buf.va, -(-buf.size // PAGE_SIZE) * PAGE_SIZE, mapped=True)
-        buf.mark_freed()
+        with self._mem_lock:  # the check and the removal together: two threads freeing one buffer cannot both pass
+            if self._buffers.get(buf.va) is not buf:
+                raise InvalidHandleError(f"{buf!r} is not a live allocation of {self.name} (freed twice, or a view?)")
+            del self._buffers[buf.va]
+            self._release_bo(buf.meta, buf.va, -(-buf.size // PAGE_SIZE) * PAGE_SIZE, mapped=True)
+            buf.mark_freed()
 
     # --- signals and the device contract ---
     def new_signal(self, value: int = 0, name: str = "") -> Signal:
+        if self.closed:  # its slots were unmapped with the device
+            self.check()
         return self.signals.new(value, name)
 
     def hw_queues(self) -> list[Ring]:
@@ -341,15 +386,24 @@ class KFDDevice(Device):
 
     def fault_from_exception(self, va: int) -> DeviceFault:
         """A memory exception decoded to the buffer that owns the address (or none: a wild pointer)."""
-        owner = next((b for b in self._buffers.values() if b.va <= va < b.va + b.size), None)
+        with self._mem_lock:
+            owner = next((b for b in self._buffers.values() if b.va <= va < b.va + b.size), None)
         where = f"inside {owner!r} at offset {va - owner.va:#x}" if owner else "outside every buffer of this device"
         return DeviceFault("page fault", f"GPU access to {va:#x}, {where}", address=va)
 
     def close(self) -> None:
-        """Free every buffer, close the KFD and render fds, release the VA window and the device lock."""
+        """Free every buffer, close the KFD and render fds, release the VA window and the device lock.
+
+        Waits for a submission or allocation another thread has begun; later ones raise DeviceClosedError.
+        """
         if getattr(self, "_closing", False):
             return
         self._closing = True
+        with self.submit_lock, self._mem_lock:
+            self._close()
+        self.lock.release()
+
+    def _close(self) -> None:
         try:
             if getattr(self, "kfd_fd", None) is not None:
                 self._destroy_rings()
@@ -367,7 +421,6 @@ class KFDDevice(Device):
             self.system.munmap(self._window, VA_WINDOW)
             self._window = 0
         self.closed = True
-        self.lock.release()
 
     def __enter__(self) -> "KFDDevice":
         return self

@@ -15,7 +15,7 @@ class AMDProgram:
             raise ValueError(f"{compiled.name} was built for {compiled.target}, but {device.name} is a {device.target}: "
                              f"compile it for {device.target}")
         self.name, self.compiled = compiled.name, compiled
-        co = CodeObject(compiled.binary)
+        co = CodeObject(compiled.binary, compiled.name)
         image = co.image()
         self.image = device.alloc(len(image), MemFlags.DEVICE_LOCAL | MemFlags.HOST_VISIBLE | MemFlags.EXECUTABLE,
                                   align=0x1000)

@@ -8,6 +8,7 @@ count bytes (amdgpu's ring code does the same).
 from __future__ import annotations
 
 import ctypes
+import threading
 import time
 from array import array
 from collections import deque
@@ -27,7 +28,7 @@ class RingFullError(HCQError):
 
 
 class Ring:
-    """One KFD queue's ring buffer, pointers and doorbell, as the driver sees them."""
+    """One KFD queue's ring buffer, pointers and doorbell, as the driver sees them; submit is atomic across threads."""
 
     def __init__(self, name: str, kind: str, ring_buf: Any, rptr_addr: int, wptr_addr: int, doorbell_addr: int,
                  queue_id: int):
@@ -40,6 +41,7 @@ class Ring:
         self.wptr = 0
         self.history: deque[tuple[int, list[int]]] = deque(maxlen=HISTORY)
         self.doorbells = 0
+        self._lock = threading.Lock()  # the write pointer, the ring words after it and the doorbell go together
 
     @property
     def read_ptr(self) -> int:
@@ -50,6 +52,10 @@ class Ring:
         nbytes = 4 * len(words)
         if nbytes > self.size:
             raise RingFullError(f"{self.name}: a submission of {nbytes} bytes does not fit the {self.size}-byte ring")
+        with self._lock:
+            self._write(words, nbytes)
+
+    def _write(self, words: Sequence[int], nbytes: int) -> None:
         deadline = time.perf_counter() + SUBMIT_TIMEOUT_S
         while (self.wptr - self._rptr.value) * self.unit + nbytes > self.size:
             if time.perf_counter() > deadline:
@@ -74,7 +80,7 @@ class Ring:
         rptr = self._rptr.value
         lines = []
         decode = pm4.decode if self.kind == "compute" else sdma.decode
-        for start, words in self.history:
+        for start, words in list(self.history):  # a copy: another thread's submit may append meanwhile
             try:
                 for p in decode(list(words)):
                     at = start + p.offset * 4 // self.unit
@@ -92,6 +98,7 @@ class AMDComputeQueue(HWQueue):
     def __init__(self, device: Any):
         super().__init__(device)
         self.family = pm4.family_for(device.target)  # gfx11 and gfx12 differ in cache-flush bits
+        self._replay_lock = threading.Lock()  # a replay's wait for its previous run and its submit go together
 
     def _encode_wait(self, signal: Any, value: Value) -> None:
         # A 32-bit compare on the value's low word: signal values stay below 2**32 in a device's lifetime.
@@ -168,6 +175,16 @@ class AMDComputeQueue(HWQueue):
     def _encode_memory_barrier(self) -> None:
         self._words(pm4.acquire_mem(pm4.gcr_invalidate_all(self.family), family=self.family))
 
+    def submit(self, device: Any, values: dict[str, int] | None = None) -> "AMDComputeQueue":
+        """As HWQueue.submit; a replay first waits, outside the device's submit lock, for this queue's previous
+        run, so other threads keep submitting while it waits (their work may be what that run waits for)."""
+        if not (self.patches and self.timeline_value is not None):  # not replayed through an indirect buffer
+            return super().submit(device, values)
+        with self._replay_lock:
+            if self._ib_tag:
+                device.timeline.wait(self._ib_tag, SUBMIT_TIMEOUT_S)
+            return super().submit(device, values)
+
     def _submit(self, device: Any) -> None:
         device.check()
         if self.patches and self.timeline_value is not None:
@@ -186,6 +203,7 @@ class AMDComputeQueue(HWQueue):
         if self._ib is None or self._ib.size < 4 * len(words):
             if self._ib is not None:  # outgrown: the GPU may still run the old one
                 device.free_after(self._ib, self._ib_tag)
+            device.reclaim_deferred()  # buffers other queues outgrew or dropped, whose runs finished
             self._ib = device.alloc(4 * len(words), MemFlags.HOST_VISIBLE | MemFlags.UNCACHED)
         elif self._ib_tag:
             device.timeline.wait(self._ib_tag, SUBMIT_TIMEOUT_S)

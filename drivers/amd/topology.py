@@ -35,6 +35,15 @@ class KFDNode:
         return f"/dev/dri/renderD{self.properties['drm_render_minor']}"
 
     @property
+    def pci_address(self) -> str | None:
+        """"0000:03:00.0" from KFD's `domain` and `location_id` (bus << 8 | devfn, as kfd_topology.c prints it),
+        or None when the node does not say."""
+        loc = self.properties.get("location_id")
+        if loc is None:
+            return None
+        return f"{self.properties.get('domain', 0):04x}:{loc >> 8:02x}:{(loc >> 3) & 0x1f:02x}.{loc & 7}"
+
+    @property
     def simd_count(self) -> int:
         return self.properties.get("simd_count", 0)
 

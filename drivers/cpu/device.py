@@ -193,10 +193,12 @@ class CPUDevice(Device):
 
     def close(self) -> None:
         """Stop the engines and release the memory arena."""
-        if self._closed:
-            return
-        self._closed = True
-        self.closed = True
+        # Under the submit lock: a submit that already passed check() finishes before the arena goes away.
+        with self.submit_lock:
+            if self._closed:
+                return
+            self._closed = True
+            self.closed = True
         for e in self._engines.values():
             e.stop()  # the engine threads and their workers
         self.system.munmap(self._arena, self._arena_size)

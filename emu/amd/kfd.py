@@ -147,7 +147,12 @@ class EmulatedKFD:
         self._handles = itertools.count(1)
         self._offsets = itertools.count(0x100000)
         self._event_ids = itertools.count(1)
-        self.cv = threading.Condition()
+        self.cv = threading.Condition()  # events (amdkfd's p->event_mutex and its wait queues)
+        # Memory and queue ioctls of a process are serialized by amdkfd's p->mutex (kfd_chardev.c takes it in
+        # alloc/free/map/unmap_memory and create/destroy_queue): two threads, or AMD and AMD:1 sharing the GTT
+        # pool, must not interleave inside one.
+        self.mutex = threading.RLock()
+        self._count_lock = threading.Lock()
         self.counters: dict[str, int] = {}
         self.doorbells = Pool("doorbells", DOORBELL_PAGE * len(self.gpus))
         self.queues: dict[int, "EmuQueue"] = {}
@@ -258,7 +263,8 @@ class EmulatedKFD:
         raise OSCallError(errno.EINVAL, f"no GPU with gpu_id {gpu_id:#x}")
 
     def count(self, name: str, n: int = 1) -> None:
-        self.counters[name] = self.counters.get(name, 0) + n
+        with self._count_lock:  # ioctls of several threads and the interrupt thread count at once
+            self.counters[name] = self.counters.get(name, 0) + n
 
     def raise_memory_exception(self, va: int, gpu_id: int) -> None:
         """A GPU page fault: wake every memory event with the faulting address (what amdkfd does on a VM fault)."""
@@ -280,6 +286,10 @@ def _view(arg: Any, cls: type, request: int) -> Any:
         raise OSCallError(errno.EFAULT if isinstance(got, str) else errno.EINVAL,
                           f"ioctl {request:#x} takes a {size}-byte argument, got {got}")
     return cls.from_buffer(arg)
+
+
+EVENT_IOCTLS = frozenset((kfd.AMDKFD_IOC_CREATE_EVENT, kfd.AMDKFD_IOC_DESTROY_EVENT, kfd.AMDKFD_IOC_SET_EVENT,
+                          kfd.AMDKFD_IOC_WAIT_EVENTS))
 
 
 class KFDFile(NodeHandler):
@@ -309,7 +319,11 @@ class KFDFile(NodeHandler):
             return super().ioctl(request, arg)
         cls, fn = entry
         self.dev.count("ioctls")
-        fn(_view(arg, cls, request))
+        if request in EVENT_IOCTLS:  # these take the event lock themselves, and WAIT_EVENTS sleeps
+            fn(_view(arg, cls, request))
+        else:
+            with self.dev.mutex:
+                fn(_view(arg, cls, request))
         return 0
 
     def _bo_at(self, gpu: "EmuGPU", va: int, size: int, what: str) -> BO:
