@@ -126,10 +126,15 @@ class Runtime:
             return self._submit(self._chain(self.dev.copy_queue()).copy(dst.va, src.va, nbytes))
 
     def upload(self, data: np.ndarray) -> Buffer:
-        """A device buffer holding data's bytes, copied in by the copy queue from a host-visible staging buffer."""
+        """A device buffer holding data's bytes: written in place when the host sees device memory (the CPU
+        device), else copied in by the copy queue from a host-visible staging buffer."""
         raw = np.ascontiguousarray(data).view(np.uint8).reshape(-1)
         buf = self.alloc(raw.size)
-        if raw.size:
+        if raw.size and buf.host_addr is not None:
+            # A fresh buffer: no submitted work touches it (released memory returns only once the timeline passed
+            # its last user), so the host may write it now and later submissions, chained on the timeline, see it.
+            buf.cpu_view()[:raw.size] = raw
+        elif raw.size:
             staging = self.alloc(raw.size, STAGING_MEM)
             staging.numpy(np.uint8, raw.size)[:] = raw
             self.copy(buf, staging, raw.size)
@@ -137,9 +142,16 @@ class Runtime:
         return buf
 
     def download(self, buf: Buffer, nbytes: int) -> bytes:
-        """The first nbytes of buf, copied out by the copy queue after everything before it finished."""
+        """The first nbytes of buf after everything submitted before finished: read in place when the host sees
+        device memory (the CPU device), else copied out by the copy queue."""
         if not nbytes:
             return b""
+        if buf.host_addr is not None:
+            # No copy to order behind the writer: wait for the work submitted so far (the writer is among it).
+            self.dev.timeline.wait(self.last, self.sync_timeout)
+            data = bytes(buf.cpu_view()[:nbytes])
+            self.reclaim()
+            return data
         staging = self.alloc(nbytes, STAGING_MEM)
         done = self.copy(staging, buf, nbytes)
         self.dev.timeline.wait(done, self.sync_timeout)  # our copy only: other threads' later work need not finish
