@@ -519,6 +519,31 @@ def matmul_tiles(M: int, N: int) -> tuple[int, int, int, int, int]:
     return TILE, TILE, TILE, 1, 1
 
 
+def _in_bounds(checks: list[tuple[bool, ir.Expr]], join: Callable = lambda x, y: x & y) -> Optional[ir.Expr]:
+    """The bounds conditions that are needed, joined (and by default), or None when the tile sizes divide the
+    matrix (known when the kernel is built)."""
+    conds = [c for needed, c in checks if needed]
+    return reduce(join, conds) if conds else None
+
+
+def _store_tile(k: Any, out: Any, acc: list, row_of: Callable[[int], Any], col_of: Callable[[int], Any],
+                sizes: tuple[int, int, int, int], batch: Any, acc_t: ir.DType, out_t: ir.DType) -> None:
+    """Store a thread's accumulators acc[i][j] at (row_of(i), col_of(j)) of this batch's M x N output, checking
+    bounds only along an axis the BM x BN tiles do not divide."""
+    M, N, BM, BN = sizes
+    base = _mul(k.workgroup_id(2), M * N) if batch else _c(0)
+    for i, row_acc in enumerate(acc):
+        for j, a in enumerate(row_acc):
+            row, col = row_of(i), col_of(j)
+            v = a.value.cast(out_t) if acc_t != out_t else a.value
+            ok = _in_bounds([(M % BM != 0, row < M), (N % BN != 0, col < N)])
+            if ok is None:
+                out[_add(base, row * N + col)] = v
+            else:
+                with k.if_(ok):
+                    out[_add(base, row * N + col)] = v
+
+
 def matmul_kernel(node: LazyNode) -> tuple[ir.Kernel, list[LazyNode], tuple[int, int, int]]:
     """C[..., M, N] = A[..., M, K] @ B[..., K, N]: a tile of C per workgroup, the K axis walked in tiles staged
     through local memory, and a register block of C per thread; A and B are read through their views and fused
@@ -572,23 +597,17 @@ def matmul_kernel(node: LazyNode) -> tuple[ir.Kernel, list[LazyNode], tuple[int,
                 with k.if_(e < H * W):
                     tile[e] = read(r, c)
 
-    def in_bounds(checks: list[tuple[bool, ir.Expr]], join: Callable = lambda x, y: x & y) -> Optional[ir.Expr]:
-        """The conditions that are needed, joined (and by default), or None when the tile sizes divide the matrix
-        (known when the kernel is built)."""
-        conds = [c for needed, c in checks if needed]
-        return reduce(join, conds) if conds else None
-
     def stage_checked(tile: ir.Memory, H: int, W: int, src: LazyNode, r0: ir.Expr, c0: ir.Expr, rows: int,
                       cols: int) -> None:
         """Stage src[r0:r0+H, c0:c0+W] (zeros past rows x cols): tiles wholly inside take a path without bounds
         checks, decided once per tile (a uniform branch); only edge tiles check every element."""
-        edge = in_bounds([(rows % H != 0, r0 + H > rows), (cols % W != 0, c0 + W > cols)], lambda x, y: x | y)
+        edge = _in_bounds([(rows % H != 0, r0 + H > rows), (cols % W != 0, c0 + W > cols)], lambda x, y: x | y)
 
         def fast(r: ir.Expr, c: ir.Expr) -> ir.Expr:
             return load(src, None, r0 + r, c0 + c)
 
         def checked(r: ir.Expr, c: ir.Expr) -> ir.Expr:
-            ok = in_bounds([(rows % H != 0, (r0 + r) < rows), (cols % W != 0, (c0 + c) < cols)])
+            ok = _in_bounds([(rows % H != 0, (r0 + r) < rows), (cols % W != 0, (c0 + c) < cols)])
             return load(src, ok, r0 + r, c0 + c)
         if edge is None:
             stage(tile, H, W, fast)
@@ -612,18 +631,8 @@ def matmul_kernel(node: LazyNode) -> tuple[ir.Kernel, list[LazyNode], tuple[int,
                 for j in range(VN):
                     acc[i][j].set(ir.muladd(av[i], bv[j], acc[i][j].value))  # fused where the target has FMA
         k.barrier()
-    base = _mul(k.workgroup_id(2), M * N) if batch else _c(0)
-    for i in range(VM):
-        for j in range(VN):
-            row, col = row0 + ty + i * TY, col0 + tx + j * TX
-            v = acc[i][j].value
-            v = v.cast(out_t) if acc_t != out_t else v
-            ok = in_bounds([(M % BM != 0, row < M), (N % BN != 0, col < N)])
-            if ok is None:
-                out[_add(base, row * N + col)] = v
-            else:
-                with k.if_(ok):
-                    out[_add(base, row * N + col)] = v
+    _store_tile(k, out, acc, lambda i: row0 + ty + i * TY, lambda j: col0 + tx + j * TX, (M, N, BM, BN), batch,
+                acc_t, out_t)
     return k, b.inputs, (cdiv(N, BN), cdiv(M, BM), max(1, prod(batch)))
 
 
@@ -679,18 +688,13 @@ def host_matmul_kernel(node: LazyNode, avx512: Optional[bool] = None) -> tuple[i
     def cast(v: ir.Expr) -> ir.Expr:
         return v.cast(acc_t) if v.dtype != acc_t else v
 
-    def in_bounds(checks: list[tuple[bool, ir.Expr]], join: Callable = lambda x, y: x & y) -> Optional[ir.Expr]:
-        """The conditions that are needed (known when the kernel is built) joined, or None when none is."""
-        conds = [c for needed, c in checks if needed]
-        return reduce(join, conds) if conds else None
-
     def stage(tile: ir.Memory, H: int, W: int, src: LazyNode, r0: ir.Expr, c0: ir.Expr, rows: int, cols: int) -> None:
         """tile[r * W + c] = src[r0 + r, c0 + c] (zeros past rows x cols), threads across columns; tiles wholly
         inside take a path without bounds checks, decided once per tile."""
         threads = TX * TY
 
         def read(r: ir.Expr, c: ir.Expr, check: bool) -> ir.Expr:
-            ok = in_bounds([(check and rows % H != 0, (r0 + r) < rows), (check and cols % W != 0, (c0 + c) < cols)])
+            ok = _in_bounds([(check and rows % H != 0, (r0 + r) < rows), (check and cols % W != 0, (c0 + c) < cols)])
             if ok is None:
                 return cast(b.value(src, bidx + (r0 + r, c0 + c)))
             return ir.where(ok, cast(b.value(src, bidx + (ir.where(ok, r0 + r, 0), ir.where(ok, c0 + c, 0)))), zero)
@@ -713,7 +717,7 @@ def host_matmul_kernel(node: LazyNode, avx512: Optional[bool] = None) -> tuple[i
                 else:
                     with k.if_(e < H * W):
                         tile[e] = read(e // W, e % W, check)
-        edge = in_bounds([(rows % H != 0, r0 + H > rows), (cols % W != 0, c0 + W > cols)], lambda x, y: x | y)
+        edge = _in_bounds([(rows % H != 0, r0 + H > rows), (cols % W != 0, c0 + W > cols)], lambda x, y: x | y)
         if edge is None:
             fill(False)
             return
@@ -742,18 +746,7 @@ def host_matmul_kernel(node: LazyNode, avx512: Optional[bool] = None) -> tuple[i
                 for j in range(VN):
                     acc[i][j].set(ir.muladd(av[i], bv[j], acc[i][j].value))
         k.barrier()
-    base = _mul(k.workgroup_id(2), M * N) if batch else _c(0)
-    for i in range(VM):
-        for j in range(VN):
-            row, col = my_rows[i], col0 + tx + j * TX
-            v = acc[i][j].value
-            v = v.cast(out_t) if acc_t != out_t else v
-            ok = in_bounds([(M % BM != 0, row < M), (N % BN != 0, col < N)])
-            if ok is None:
-                out[_add(base, row * N + col)] = v
-            else:
-                with k.if_(ok):
-                    out[_add(base, row * N + col)] = v
+    _store_tile(k, out, acc, lambda i: my_rows[i], lambda j: col0 + tx + j * TX, (M, N, BM, BN), batch, acc_t, out_t)
     return k, b.inputs, (cdiv(M, BM), cdiv(N, BN), max(1, prod(batch)))
 
 

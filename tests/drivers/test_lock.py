@@ -9,12 +9,9 @@ import datetime
 import fcntl
 import json
 import os
-import queue
 import re
 import signal
 import stat
-import subprocess
-import sys
 import textwrap
 import threading
 import time
@@ -22,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from child_process import Child
 from drivers.lock import (POLL_MAX_S, POLL_START_S, DeviceBusyError, DeviceLock, ProcessLocks, default_lock_dir,
                           holder_info, lock_path)
 
@@ -41,61 +39,11 @@ KEY = {key!r}
 """
 
 
-class Child:
-    """A Python child running `code` after PRELUDE; its stdout lines are read by a thread into a queue."""
-
-    def __init__(self, code: str, lock_dir: Path):
-        script = PRELUDE.format(lock_dir=str(lock_dir), key=KEY) + textwrap.dedent(code)
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
-        self.proc = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, env=env, stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1)
-        self.lines: queue.Queue[str | None] = queue.Queue()
-        self.err: list[str] = []
-        self._readers = [threading.Thread(target=self._pump, args=(self.proc.stdout, self.lines.put), daemon=True),
-                         threading.Thread(target=self._pump, args=(self.proc.stderr, self.err.append), daemon=True)]
-        for t in self._readers:
-            t.start()
-
-    @staticmethod
-    def _pump(stream, put) -> None:
-        for line in stream:
-            put(line)
-        put(None)
-
-    def stderr(self) -> str:
-        self._readers[1].join(1)
-        return "".join(e for e in self.err if e)
-
-    def expect(self, word: str, timeout: float = STEP_TIMEOUT_S) -> str:
-        """The first stdout line starting with word; fails with the child's stderr if it exits or stalls."""
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                line = None
-            if line is None:
-                self.kill()
-                raise AssertionError(f"child never printed {word!r}; stderr:\n{self.stderr()}")
-            if line.startswith(word):
-                return line.strip()
-
-    def send(self, text: str) -> None:
-        self.proc.stdin.write(text + "\n")
-        self.proc.stdin.flush()
-
-    def finish(self, timeout: float = STEP_TIMEOUT_S) -> int:
-        """Wait for the child to exit and return its status; kill it if it does not."""
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            raise AssertionError(f"child did not exit in {timeout} s; stderr:\n{self.stderr()}") from None
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(5)
+def child(code: str, lock_dir: Path) -> Child:
+    """A Python child running PRELUDE (with this test's lock dir) and then code."""
+    script = PRELUDE.format(lock_dir=str(lock_dir), key=KEY) + textwrap.dedent(code)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    return Child(script, env, STEP_TIMEOUT_S)
 
 
 # How this process was started, as /proc shows it (pytest, or a pytest-xdist worker's python).
@@ -115,17 +63,12 @@ def spawn(tmp_path):
     children: list[Child] = []
 
     def start(code: str) -> Child:
-        children.append(Child(code, tmp_path))
+        children.append(child(code, tmp_path))
         return children[-1]
 
     yield start
     for c in children:
-        c.kill()
-        for stream in (c.proc.stdin, c.proc.stdout, c.proc.stderr):
-            try:
-                stream.close()
-            except OSError:
-                pass  # the child's end is gone: nothing to flush
+        c.close()
 
 
 # Holds KEY until a line arrives on stdin, then releases it and says so.

@@ -9,7 +9,6 @@ Also here: kernel-argument staging looks at the oldest block only, however many 
 from __future__ import annotations
 
 import random
-import sys
 import threading
 import time
 from collections import deque
@@ -18,56 +17,21 @@ from typing import Any, Callable
 import numpy as np
 import pytest
 
-from hcq.buffer import MemFlags
 from hcq.errors import DeviceClosedError
 from hcq.kernargs import ALIGN, KernargRing
 from hcq.queue import Var
 from test_contract import compile_for, host_buf, open_amd, open_cpu
+import thread_runner
+from thread_runner import JOIN_S, jitter
 
 THREADS = 4
 SEEDS = range(6)
-SWITCH_S = 2e-5  # the GIL switch interval while threads run (Python's default is 5 ms)
-JOIN_S = 60.0  # threads still running after this are hung: the test fails instead of waiting forever
 N = 200  # elements per buffer
 
 
-def jitter(rng: random.Random) -> None:
-    """A pause the seed chooses: nothing, a GIL hand-over, or a sleep of up to half a millisecond."""
-    r = rng.random()
-    if r < 0.3:
-        return
-    time.sleep(0 if r < 0.6 else rng.random() * 5e-4)
-
-
 def in_threads(seed: int, work: Callable[[int, random.Random], Any], threads: int = THREADS) -> list[Any]:
-    """Run work(i, rng) in threads started together; their results in thread order, or the first error raised."""
-    results: list[Any] = [None] * threads
-    errors: list[BaseException] = []
-    start = threading.Barrier(threads)
-
-    def body(i: int) -> None:
-        rng = random.Random(seed * 1000 + i)
-        try:
-            start.wait(JOIN_S)
-            results[i] = work(i, rng)
-        except BaseException as e:  # handed to the test thread, which raises it
-            errors.append(e)
-
-    pool = [threading.Thread(target=body, args=(i,), name=f"hcq-thread-{i}", daemon=True) for i in range(threads)]
-    switch = sys.getswitchinterval()
-    sys.setswitchinterval(SWITCH_S)  # threads hand over the GIL far more often: more interleavings per run
-    try:
-        for t in pool:
-            t.start()
-        deadline = time.monotonic() + JOIN_S
-        for t in pool:
-            t.join(max(0.0, deadline - time.monotonic()))
-    finally:
-        sys.setswitchinterval(switch)
-    assert not any(t.is_alive() for t in pool), f"threads still running after {JOIN_S} s (a hang)"
-    if errors:
-        raise errors[0]
-    return results
+    """Run work(i, rng) in `threads` threads started together (tests/thread_runner.py)."""
+    return thread_runner.in_threads(seed, work, threads, "hcq-thread")
 
 
 def scale_kernel():

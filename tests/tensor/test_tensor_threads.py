@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import gc
 import random
-import sys
 import threading
 import time
 from typing import Any, Callable
@@ -18,11 +17,10 @@ import pytest
 
 from tensor import DEVICES, Tensor
 from tensor_checks import assert_matches
+import thread_runner
 
 THREADS = 4
 SEEDS = range(6)
-SWITCH_S = 2e-5  # the GIL switch interval while threads run (Python's default is 5 ms)
-JOIN_S = 60.0  # threads still running after this are hung: the test fails instead of waiting forever
 
 A = np.random.default_rng(11).standard_normal((24, 32)).astype(np.float32)
 B = np.random.default_rng(12).standard_normal((32, 16)).astype(np.float32)
@@ -38,42 +36,12 @@ def device(request):
 
 def jitter(rng: random.Random) -> None:
     """A pause the seed chooses: nothing, a GIL hand-over, or a sleep of up to a millisecond."""
-    r = rng.random()
-    if r < 0.3:
-        return
-    time.sleep(0 if r < 0.6 else rng.random() * 1e-3)
+    thread_runner.jitter(rng, 1e-3)
 
 
 def in_threads(seed: int, work: Callable[[int, random.Random], Any]) -> list[Any]:
-    """Run work(i, rng) in THREADS threads started together; their results in thread order, or the first error."""
-    results: list[Any] = [None] * THREADS
-    errors: list[BaseException] = []
-    start = threading.Barrier(THREADS)
-
-    def body(i: int) -> None:
-        rng = random.Random(seed * 1000 + i)
-        try:
-            start.wait(JOIN_S)
-            results[i] = work(i, rng)
-        except BaseException as e:  # handed to the test thread, which raises it
-            errors.append(e)
-
-    threads = [threading.Thread(target=body, args=(i,), name=f"tensor-thread-{i}", daemon=True)
-               for i in range(THREADS)]
-    switch = sys.getswitchinterval()
-    sys.setswitchinterval(SWITCH_S)  # threads hand over the GIL far more often: more interleavings per run
-    try:
-        for t in threads:
-            t.start()
-        deadline = time.monotonic() + JOIN_S
-        for t in threads:
-            t.join(max(0.0, deadline - time.monotonic()))
-    finally:
-        sys.setswitchinterval(switch)
-    assert not any(t.is_alive() for t in threads), f"threads still running after {JOIN_S} s (a hang)"
-    if errors:
-        raise errors[0]
-    return results
+    """Run work(i, rng) in THREADS threads started together (tests/thread_runner.py)."""
+    return thread_runner.in_threads(seed, work, THREADS, "tensor-thread")
 
 
 @pytest.mark.parametrize("seed", SEEDS)

@@ -7,19 +7,16 @@ tensor layer). Every child step waits for a line the child prints, with a bound;
 from __future__ import annotations
 
 import os
-import queue
 import re
 import signal
-import subprocess
-import sys
 import tempfile
 import textwrap
-import threading
 import time
 from pathlib import Path
 
 import pytest
 
+from child_process import Child
 from drivers.amd.kfd import KFDDevice
 from drivers.lock import DeviceBusyError, holder_info
 from emu.machine import amd_targets, emulated_system
@@ -65,55 +62,6 @@ except DeviceBusyError as e:
 """
 
 
-class Child:
-    """A Python child running PRELUDE + code with `env`; its stdout lines are read by a thread into a queue."""
-
-    def __init__(self, code: str, env: dict[str, str]):
-        self.proc = subprocess.Popen([sys.executable, "-c", PRELUDE + textwrap.dedent(code)], cwd=ROOT, env=env,
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                     bufsize=1)
-        self.lines: queue.Queue[str | None] = queue.Queue()
-        self.err: list[str] = []
-        for stream, put in ((self.proc.stdout, self.lines.put), (self.proc.stderr, self.err.append)):
-            threading.Thread(target=self._pump, args=(stream, put), daemon=True).start()
-
-    @staticmethod
-    def _pump(stream, put) -> None:
-        for line in stream:
-            put(line)
-        put(None)
-
-    def expect(self, word: str, timeout: float = STEP_TIMEOUT_S) -> str:
-        """The first stdout line starting with word; fails with the child's stderr if it exits or stalls."""
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                line = None
-            if line is None:
-                self.kill()
-                raise AssertionError(f"child never printed {word!r}; stderr:\n{''.join(e for e in self.err if e)}")
-            if line.startswith(word):
-                return line.strip()
-
-    def send(self, text: str) -> None:
-        self.proc.stdin.write(text + "\n")
-        self.proc.stdin.flush()
-
-    def finish(self, timeout: float = STEP_TIMEOUT_S) -> int:
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            raise AssertionError(f"child did not exit in {timeout} s") from None
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(5)
-
-
 @pytest.fixture
 def lock_dir(tmp_path, monkeypatch):
     """This test's own lock directory, for this process and its children, so runs never meet each other."""
@@ -132,17 +80,13 @@ def spawn(lock_dir):
 
     def start(code: str, **env: str) -> Child:
         path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
-        children.append(Child(code, dict(os.environ, PYTHONPATH=path, BAREGPU_EMULATE="amd", **env)))
+        env = dict(os.environ, PYTHONPATH=path, BAREGPU_EMULATE="amd", **env)
+        children.append(Child(PRELUDE + textwrap.dedent(code), env, STEP_TIMEOUT_S))
         return children[-1]
 
     yield start
     for c in children:
-        c.kill()
-        for stream in (c.proc.stdin, c.proc.stdout, c.proc.stderr):
-            try:
-                stream.close()
-            except OSError:
-                pass  # the child's end is gone: nothing to flush
+        c.close()
 
 
 def test_a_second_process_is_refused_naming_the_emulated_device_and_how_to_wait(spawn):
