@@ -283,23 +283,11 @@ def driver_missing(path: str | None) -> str | None:
 
 
 def kfd_target_missing(target: str | None) -> str | None:
-    """What the AMD (KFD) driver lacks for a GPU of this gfx target, or None when every path it needs is built.
-
-    A user's first program needs the copy queue, the compute queue and the kernel compiler's target; the compute
-    queue is PM4 of the target's family (drivers/amd/pm4.py), which gfx9 parts such as gfx942 do not have yet.
-    """
+    """What the AMD (KFD) driver lacks for a GPU of this gfx target (the driver says), or None when it lacks nothing."""
     if target is None:
         return None  # no KFD node names it: nothing to judge by, and the bring-up says what fails
-    from compiler import TARGETS
-    from drivers.amd.pm4 import FAMILIES, PM4Error, family_for
-    missing = []
-    try:
-        family_for(target)
-    except PM4Error:
-        missing.append(f"no compute queue for it (PM4 compute queues are built for {', '.join(FAMILIES)})")
-    if target not in TARGETS:
-        missing.append(f"the kernel compiler has no {target} target")
-    return f"the AMD (KFD) driver is not built for {target} yet: {'; '.join(missing)}" if missing else None
+    from drivers.amd.kfd import unbuilt_paths
+    return unbuilt_paths(target)
 
 
 def probe(system: System, emulated: bool = False) -> dict[str, Any]:

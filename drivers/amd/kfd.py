@@ -64,6 +64,20 @@ def memory_flags(flags: MemFlags) -> int:
     return kflags
 
 
+def unbuilt_paths(target: str) -> str | None:
+    """What this driver lacks for a GPU of gfx `target` (a user's first program needs the copy queue, the compute
+    queue and the compiler's target), or None when every path is built. gpu_probe asks this before it calls a
+    device ready to use."""
+    from compiler import TARGETS
+    missing = []
+    if _gc_registers(target) is None:
+        missing.append("its compute queues take AQL packets, which are not built yet (PM4 compute queues are built "
+                       "for gfx11 and gfx12)")
+    if target not in TARGETS:
+        missing.append(f"the kernel compiler has no {target} target")
+    return f"the AMD (KFD) driver is not built for {target} yet: {'; '.join(missing)}" if missing else None
+
+
 class KFDDevice(Device):
     """One AMD GPU through KFD. `index` picks among the topology's GPU nodes.
 
@@ -232,8 +246,7 @@ class KFDDevice(Device):
 
     def compute_queue(self) -> AMDComputeQueue:
         if self.gc is None:
-            raise KFDError(f"{self.name} is a {self.target}: its compute queues take AQL packets, which are not built "
-                           "yet (PM4 compute queues are for gfx11 and gfx12)")
+            raise KFDError(f"{self.name}: {unbuilt_paths(self.target)}")
         return AMDComputeQueue(self)
 
     def copy_queue(self) -> AMDCopyQueue:

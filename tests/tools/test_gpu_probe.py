@@ -506,17 +506,18 @@ def test_a_bad_emulate_value_is_named_even_under_no_emulate(monkeypatch, capsys)
 
 def test_gfx942_is_not_ready_and_says_what_is_not_built(monkeypatch, capsys):
     assert kfd_target_missing("gfx1100") is None and kfd_target_missing("gfx1201") is None
-    assert kfd_target_missing("gfx942") == ("the AMD (KFD) driver is not built for gfx942 yet: no compute queue for it "
-                                            "(PM4 compute queues are built for gfx11, gfx12)")
+    assert kfd_target_missing("gfx942") == ("the AMD (KFD) driver is not built for gfx942 yet: its compute queues take "
+                                            "AQL packets, which are not built yet (PM4 compute queues are built for "
+                                            "gfx11 and gfx12)")
     monkeypatch.setenv("BAREGPU_EMU_AMD", "gfx942")
     assert main(["--emulate"]) == EXIT_NOT_READY  # not brought up, so nothing fails: it is simply not ready
     out = capsys.readouterr().out
-    assert "[emulated]     not ready: the AMD (KFD) driver is not built for gfx942 yet: no compute queue" in out
+    assert "[emulated]     not ready: the AMD (KFD) driver is not built for gfx942 yet: its compute queues take AQL packets" in out
     assert "0 ready to use; not built yet in baregpu: AMD (KFD) for gfx942." in out and "Bring-up" not in out
     assert main(["--emulate", "--json"]) == EXIT_NOT_READY
     report = json.loads(capsys.readouterr().out)
     (gpu,) = report["kfd"]["gpus"]
-    assert gpu["gfx"] == "gfx942" and "no compute queue" in gpu["driver_missing"] and report["checks"] == []
+    assert gpu["gfx"] == "gfx942" and "AQL packets" in gpu["driver_missing"] and report["checks"] == []
     assert report["summary"]["usable"] == 0 and report["summary"]["not_built"] == ["AMD (KFD) for gfx942"]
 
 
