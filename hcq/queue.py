@@ -105,12 +105,15 @@ class HWQueue(ABC):
         if len(gs) != 3 or len(ls) != 3:
             raise QueueBuildError(f"exec({getattr(program, 'name', program)}): global and local sizes take 3 "
                                   f"dimensions, got {gs} and {ls}")
-        for d in (*[g for g in gs if isinstance(g, int)], *ls):
-            if d < 1:
-                raise QueueBuildError(f"exec({getattr(program, 'name', program)}): sizes must be >= 1, got "
-                                      f"global {gs} local {ls}")
+        if min(ls) < 1 or min(g if isinstance(g, int) else 1 for g in gs) < 1:
+            raise QueueBuildError(f"exec({getattr(program, 'name', program)}): sizes must be >= 1, got "
+                                  f"global {gs} local {ls}")
         self._op("exec", program, gs, ls)
-        self._profiled(lambda: f"exec {getattr(program, 'name', program)}", lambda: self._encode_exec(program, args, gs, ls))
+        if self._profiling():
+            self._profiled(lambda: f"exec {getattr(program, 'name', program)}",
+                           lambda: self._encode_exec(program, args, gs, ls))
+        else:
+            self._encode_exec(program, args, gs, ls)
         return self
 
     def copy(self, dst: Value, src: Value, size: int) -> "HWQueue":
@@ -118,14 +121,17 @@ class HWQueue(ABC):
         if size < 0:
             raise QueueBuildError(f"copy of {size} bytes: the size must be >= 0")
         self._op("copy", dst, src, size)
-        self._profiled(lambda: f"copy {size} bytes", lambda: self._encode_copy(dst, src, size))
+        if self._profiling():
+            self._profiled(lambda: f"copy {size} bytes", lambda: self._encode_copy(dst, src, size))
+        else:
+            self._encode_copy(dst, src, size)
         return self
 
+    def _profiling(self) -> bool:
+        return self.device is not None and getattr(self.device, "profiling", False)
+
     def _profiled(self, name: Callable[[], str], encode: Callable[[], None]) -> None:
-        """Encode, bracketed by timestamps when the device is profiling (only then is the name formatted)."""
-        if self.device is None or not getattr(self.device, "profiling", False):
-            encode()
-            return
+        """Encode, bracketed by timestamps (the device is profiling); only then is the name formatted."""
         what = name()
         start, end = self.device.new_signal(0, name=f"prof.{what}.start"), self.device.new_signal(0, name=f"prof.{what}.end")
         self._encode_timestamp(start)
@@ -168,6 +174,38 @@ class HWQueue(ABC):
     # --- replay machinery ---
     def apply(self, values: dict[str, int]) -> None:
         """Write each Var's value into every place it was recorded."""
+        self._write_values(self.streams, values)
+
+    def bind(self, values: dict[str, int]) -> "HWQueue":
+        """A new queue with this one's commands and `values` written in for every Var, as if it had been built
+        with those numbers, without encoding again; this queue is left as it was.
+
+        For work that repeats with different numbers (the tensor layer's launches): build a template once with
+        Vars, bind it per submission and submit the copy. Unlike replaying the template, each bound copy is its
+        own submission: nothing waits for an earlier run before its words are reused (a driver that replays
+        through an indirect buffer must), and the copy carries no Vars, so drivers submit it as built.
+        """
+        if self.staged or self.profiled:
+            raise QueueBuildError("bind(): this queue carries per-submission state (kernel-argument bytes staged at "
+                                  "submit, or profiling timestamps): build the template with args as an address or a "
+                                  "Var and profiling off")
+        missing = self.vars - values.keys()
+        if missing:
+            raise QueueBuildError(f"bind needs values for {sorted(missing)} (this queue was built with them as Vars)")
+        q = self._blank()
+        q.streams = {name: array("I", words) for name, words in self.streams.items()}
+        q._ops = list(self._ops)
+        tv = self.timeline_value
+        q.timeline_value = values[tv.name] + tv.offset if isinstance(tv, Var) else tv
+        self._write_values(q.streams, values)
+        return q
+
+    def _blank(self) -> "HWQueue":
+        """An empty builder like this one (drivers whose constructor takes more than the device override this)."""
+        return type(self)(self.device)
+
+    def _write_values(self, streams: dict[str, array], values: dict[str, int]) -> None:
+        """Write each Var's value into `streams` (this queue's, or a bound copy's) wherever it was recorded."""
         if self._plan_len != len(self.patches):
             self._plan = self._patch_plan()
             self._plan_len = len(self.patches)
@@ -177,7 +215,7 @@ class HWQueue(ABC):
                 v &= (1 << bits) - 1
             if not 0 <= v < 1 << bits:
                 raise QueueBuildError(f"{name}={v:#x} does not fit the {bits}-bit field it patches")
-            words = self.streams[stream]
+            words = streams[stream]
             if type(indices) is not list:  # many places (a kernel-argument Var over a long queue): one numpy store
                 view = np.frombuffer(words, np.uint32)  # dropped at once: an exported array cannot grow
                 if bits == 32:

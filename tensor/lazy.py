@@ -153,16 +153,23 @@ def walk(roots: list[LazyNode], stop: Optional[Any] = None) -> list[LazyNode]:
     """Every node reachable from roots, sources before users; `stop(node)` true keeps its sources out."""
     seen: set[int] = set()
     order: list[LazyNode] = []
-    stack: list[tuple[LazyNode, bool]] = [(r, False) for r in reversed(roots)]
+    # A node is pushed to be visited, then again under the DONE marker to be emitted once its sources were.
+    stack: list[Any] = list(reversed(roots))
     while stack:
-        node, done = stack.pop()
-        if done:
-            order.append(node)
+        node = stack.pop()
+        if node is _DONE:
+            order.append(stack.pop())
             continue
         if node.id in seen:
             continue
         seen.add(node.id)
-        stack.append((node, True))
+        stack.append(node)
+        stack.append(_DONE)
         if stop is None or not stop(node):
-            stack.extend((s, False) for s in reversed(node.srcs) if s.id not in seen)
+            for s in reversed(node.srcs):
+                if s.id not in seen:
+                    stack.append(s)
     return order
+
+
+_DONE = object()  # walk's marker: the node under it has had its sources emitted

@@ -20,6 +20,7 @@ from drivers.registry import canonical_name, open_device
 from hcq.buffer import Buffer, MemFlags
 from hcq.env import EnvError, env_seconds, raw
 from hcq.errors import OutOfMemoryError
+from hcq.queue import Var
 
 SYNC_TIMEOUT_S = 120.0  # the default of BAREGPU_SYNC_TIMEOUT: an emulated GPU runs kernels on the host
 DEVICE_MEM = MemFlags.DEVICE_LOCAL
@@ -60,6 +61,7 @@ class Runtime:
         self.used = 0
         self.peak = 0
         self.kernels_run = 0
+        self._launches: dict[tuple, tuple[Any, Any]] = {}  # (id(program), local, grid) -> (program, template)
         self.lock = threading.RLock()  # reentrant: alloc's out-of-memory path reclaims and synchronizes inside it
 
     # --- memory ---
@@ -84,6 +86,8 @@ class Runtime:
 
     def reclaim(self) -> None:
         """Return the released buffers whose last submission finished."""
+        if not self._pending:  # nothing released: skip the lock and the timeline read
+            return
         with self.lock:
             if self.dev.closed:  # the device took its memory with it
                 self._pending.clear()
@@ -179,12 +183,39 @@ class Runtime:
         if 0 in grid:
             return
         args = prog.pack_args(*[b.va for b in buffers])
+        dev = self.dev
         with self.lock:
-            q = self._chain(self.dev.compute_queue())
-            q.memory_barrier()
-            q.exec(prog, args, grid, local_size)
-            self._submit(q)
+            if dev.profiling:  # each launch gets its own timestamp signals: encode it afresh
+                q = self._chain(dev.compute_queue())
+                q.memory_barrier()
+                q.exec(prog, args, grid, local_size)
+                self._submit(q)
+            else:
+                template = self._launch_template(prog, tuple(local_size), tuple(grid))
+                with dev.submit_lock:  # the timeline value, its kernel arguments and the submit go together
+                    dev.check()  # closed or faulted: raise before writing arguments into its memory
+                    v = dev.next_timeline_value()
+                    values = {"after": self.last, "kernargs": dev.stage_kernargs(args, v), "value": v}
+                    template.bind(values).submit(dev)
+                self.last = v
             self.kernels_run += 1
+
+    LAUNCH_TEMPLATES = 4096  # encoded launches kept per device; past this the cache starts over
+
+    def _launch_template(self, prog: Any, local_size: tuple, grid: tuple) -> Any:
+        """The launch of prog over grid encoded once, with Vars for what each launch changes: the timeline value
+        it waits for ("after"; 0 passes at once), its kernel arguments and the value it signals. Lock held."""
+        key = (id(prog), local_size, grid)
+        hit = self._launches.get(key)
+        if hit is not None and hit[0] is prog:  # the same program object, not a new one at a reused id
+            return hit[1]
+        if len(self._launches) >= self.LAUNCH_TEMPLATES:
+            self._launches.clear()
+        timeline = self.dev.timeline
+        q = self.dev.compute_queue().wait(timeline, Var("after")).memory_barrier()
+        q.exec(prog, Var("kernargs"), grid, local_size).signal(timeline, Var("value"))
+        self._launches[key] = (prog, q)
+        return q
 
     def close(self) -> None:
         """Wait for the device's work, then close it (already closed, e.g. by its lock's exit handler: nothing)."""
@@ -226,6 +257,9 @@ class Devices:
             raise _device_env_error(text, e) from None
 
     def __getitem__(self, name: Optional[str]) -> Runtime:
+        rt = self._open.get(name) if name else None  # a node's device is already canonical: skip parsing it
+        if rt is not None:
+            return rt
         from_env = not name
         key = canonical_name(name) if name else self.default
         rt = self._open.get(key)
