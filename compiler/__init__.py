@@ -59,15 +59,20 @@ class CompiledKernel:
         if len(values) != len(self.args):
             raise ir.IRError(f"{self.name} takes {len(self.args)} arguments ({', '.join(a.name for a in self.args)}), "
                              f"got {len(values)}")
-        out = bytearray(self.kernarg_size)
-        for a, v in zip(self.args, values):
-            if a.kind == "int32" and not ir.INT32_MIN <= v <= ir.INT32_MAX:
-                raise ir.IRError(f"{self.name}: argument {a.name}={v} does not fit in int32")
-            struct.pack_into("<Q" if a.size == 8 else "<i", out, a.offset, v)
-        return bytes(out)
+        packing = self.__dict__.get("_packing")
+        if packing is None or packing[0] is not self.args:  # built once per argument list: a launch only packs
+            packing = self.__dict__["_packing"] = (self.args, *_arg_packer(self.args, self.kernarg_size))
+        _, layout, int32s = packing
+        for i in int32s:
+            if not ir.INT32_MIN <= values[i] <= ir.INT32_MAX:
+                raise ir.IRError(f"{self.name}: argument {self.args[i].name}={values[i]} does not fit in int32")
+        try:
+            return layout.pack(*values)
+        except struct.error as e:  # a negative or 65-bit address, or a value that is no int
+            raise ir.IRError(f"{self.name}: arguments {values} do not fit the kernel-argument block ({e})") from None
 
     def run(self, kernargs: int, global_size: tuple, local_size: tuple, first: int = 0,
-            count: Optional[int] = None) -> None:
+            count: Optional[int] = None, hold_gil: bool = False) -> None:
         """Run on the host over the grid (host target only), or over `count` workgroups from linear index `first`
         (x fastest) so threads can share one grid; the local size is fixed when the kernel is built."""
         if self._host is None:
@@ -77,7 +82,7 @@ class CompiledKernel:
         gs = tuple(global_size)
         if len(gs) != 3 or any(not isinstance(g, int) or g < 0 or g > ir.INT32_MAX for g in gs):
             raise ir.IRError(f"{self.name}: global_size is three workgroup counts >= 0, got {global_size}")
-        self._host(kernargs, *gs, first, count)
+        self._host(kernargs, *gs, first, count, hold_gil)
 
     def __call__(self, *args: Any, global_size: tuple = (1, 1, 1)) -> None:
         """Run a host kernel on numpy arrays (C-contiguous, of the buffer's dtype) and ints; global_size counts
@@ -103,6 +108,18 @@ class CompiledKernel:
         blob = self.pack_args(*values)
         buf = ctypes.create_string_buffer(blob, max(len(blob), 1))
         self.run(ctypes.addressof(buf), global_size, self.local_size)
+
+
+def _arg_packer(args: list[KernArg], size: int) -> tuple[struct.Struct, list[int]]:
+    """A struct that packs a kernel's arguments at their offsets into its whole block, and which are int32s."""
+    fmt, pos = "<", 0
+    for a in args:
+        if a.offset < pos:  # arg_layout places parameters in order; a packer must not reorder them
+            raise ir.IRError(f"kernel argument {a.name} at offset {a.offset} overlaps the one before it (ends at {pos})")
+        fmt += "x" * (a.offset - pos) + ("Q" if a.size == 8 else "i")
+        pos = a.offset + a.size
+    fmt += "x" * (size - pos)
+    return struct.Struct(fmt), [i for i, a in enumerate(args) if a.kind == "int32"]
 
 
 def _check_amd(k: ir.Kernel, target: str, co: CodeObject, args: list[KernArg]) -> tuple[KernelDescriptor, dict]:

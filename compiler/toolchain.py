@@ -128,8 +128,12 @@ class HostFunction:
             raise ToolchainError(f"{name}: the host object has no function {name}")
         self.fn = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int32, ctypes.c_int32, ctypes.c_int32,
                                    ctypes.c_int64, ctypes.c_int64)(addr)
+        # The same entry point called without releasing the GIL: for kernels too short to be worth a GIL hand-over.
+        self.fn_holding_gil = ctypes.PYFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int32, ctypes.c_int32, ctypes.c_int32,
+                                                ctypes.c_int64, ctypes.c_int64)(addr)
 
-    def __call__(self, args_ptr: int, gx: int, gy: int, gz: int, first: int = 0, count: int | None = None) -> None:
+    def __call__(self, args_ptr: int, gx: int, gy: int, gz: int, first: int = 0, count: int | None = None,
+                 hold_gil: bool = False) -> None:
         total = gx * gy * gz
         if count is None:
             count = total - first
@@ -138,7 +142,7 @@ class HostFunction:
             raise ValueError(f"{self.name}: workgroups [{first}, {first + count}) are outside the grid {gx}x{gy}x{gz} "
                              f"({total} workgroups); pass 0 <= first <= first + count <= {total}")
         if count:
-            self.fn(args_ptr, gx, gy, gz, first, count)
+            (self.fn_holding_gil if hold_gil else self.fn)(args_ptr, gx, gy, gz, first, count)
 
 
 def load_host(obj: bytes, name: str) -> HostFunction:

@@ -5,6 +5,8 @@ same contracts as the GPUs: asynchronous completion, signals in memory, replayab
 poison the device until recovered, and hang reports. Its compute engine spreads each big kernel launch over
 `workers` threads (one per core this process may run on, or BAREGPU_CPU_THREADS), and it may be used from several
 threads at once: what they share (the heap, the live-buffer index, the program table) is changed under a lock.
+A thread that waits on one of its signals runs the engines' small ready work itself instead of sleeping until their
+threads get to it (see drivers/cpu/processor.py).
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import ctypes
 import itertools
 import os
 import threading
+import time
 from typing import Any
 
 from drivers.cpu.processor import CPUProcessor
@@ -167,8 +170,8 @@ class CPUDevice(Device):
         gate = threading.Lock()
         gate.acquire()
         entry = (value, gate)
-        with self._irq:  # checked under the lock _interrupt takes after a write: no write slips between check and sleep
-            if word.value >= value:
+        with self._irq:  # checked under the lock _interrupt takes after a write or fault: none slips in before sleep
+            if word.value >= value or self.fault is not None or timeout_s <= 0:
                 return
             self._sleepers.setdefault(addr, []).append(entry)
         try:
@@ -182,10 +185,26 @@ class CPUDevice(Device):
                         del self._sleepers[addr]
 
     def sleep_on_signal(self, signal: Signal, value: int, timeout_s: float) -> None:
-        """Sleep until an engine writes at least `value` to the signal (or faults), at most timeout_s."""
+        """Sleep until an engine writes at least `value` to the signal (or faults), at most timeout_s.
+
+        First, while an engine that will write the signal has small ready work at its head, this thread runs it
+        (CPUProcessor.help): cheaper than waking the engine's thread and being woken back by it."""
         self.check()
-        self._sleep_until(signal.va, ctypes.c_uint64.from_address(signal.host_addr), value, timeout_s)
+        word = ctypes.c_uint64.from_address(signal.host_addr)
+        deadline = time.perf_counter() + timeout_s
+        while word.value < value and self._help(signal.va):
+            self.check()  # helped work that faulted ends the wait as the engine's fault would
+            if time.perf_counter() >= deadline:
+                return
+        self._sleep_until(signal.va, word, value, deadline - time.perf_counter())
         self.check()
+
+    def _help(self, addr: int) -> bool:
+        """Run one ready stream of an engine that will write the signal at addr; whether any work ran."""
+        for engine in self._engines.values():
+            if engine.will_signal(addr) and engine.help():
+                return True
+        return False
 
     def _engine_sleep(self, word: ctypes.c_uint64, value: int, timeout_s: float) -> None:
         """An engine's WAIT: sleep until the other engine writes the signal, at most timeout_s."""
