@@ -3,8 +3,10 @@ exactly once and in submission order, a stream whose WAIT is not satisfied, a st
 Python program are left to the engine thread, and a fault in helped work faults the device as on the engine thread."""
 from __future__ import annotations
 
+import contextlib
 import sys
 import threading
+from typing import Any, Iterator
 
 import numpy as np
 import pytest
@@ -76,6 +78,17 @@ def timed(dev: CPUDevice, prog, log) -> None:
     assert engine.helped == before, "a program never timed was run by a waiting thread"
 
 
+@contextlib.contextmanager
+def timed_device(kernels) -> Iterator[tuple[CPUDevice, Any, Any]]:
+    """A one-worker CPU device with the append kernel loaded and timed, and a zeroed log buffer for it."""
+    with CPUDevice(workers=1) as dev:
+        prog = dev.load_program(kernels[0])
+        log = dev.alloc(64, MEM)
+        log.numpy(np.int32)[:] = 0
+        timed(dev, prog, log)
+        yield dev, prog, log
+
+
 def test_helped_streams_run_exactly_once_in_submission_order(kernels):
     threads, per_thread = 4, 150
     with CPUDevice(workers=1) as dev:
@@ -115,11 +128,7 @@ def test_helped_streams_run_exactly_once_in_submission_order(kernels):
 
 
 def test_a_stream_whose_wait_is_not_satisfied_is_left_to_the_engine(kernels, no_gil_switch):
-    with CPUDevice(workers=1) as dev:
-        prog = dev.load_program(kernels[0])
-        log = dev.alloc(64, MEM)
-        log.numpy(np.int32)[:] = 0
-        timed(dev, prog, log)
+    with timed_device(kernels) as (dev, prog, log):
         engine = dev.processor("compute")
         gate, done = dev.new_signal(0), dev.new_signal(0)
         engine.stalled = True  # the engine thread leaves the stream at the head of the ring until it polls again
@@ -139,11 +148,7 @@ def test_a_stream_whose_wait_is_not_satisfied_is_left_to_the_engine(kernels, no_
 
 
 def test_a_stalled_engine_is_not_helped(kernels):
-    with CPUDevice(workers=1) as dev:
-        prog = dev.load_program(kernels[0])
-        log = dev.alloc(64, MEM)
-        log.numpy(np.int32)[:] = 0
-        timed(dev, prog, log)
+    with timed_device(kernels) as (dev, prog, log):
         engine = dev.processor("compute")
         before = engine.helped
         dev.stall("compute")
@@ -238,11 +243,7 @@ def test_a_copy_outside_memory_helped_faults_the_device_as_on_the_engine_thread(
 
 
 def test_a_helper_that_meets_a_wait_no_longer_satisfied_leaves_the_rest_to_the_engine(kernels, no_gil_switch):
-    with CPUDevice(workers=1) as dev:
-        prog = dev.load_program(kernels[0])
-        log = dev.alloc(64, MEM)
-        log.numpy(np.int32)[:] = 0
-        timed(dev, prog, log)
+    with timed_device(kernels) as (dev, prog, log):
         engine = dev.processor("compute")
         gate, done = dev.new_signal(1), dev.new_signal(0)
         engine.stalled = True  # the engine thread leaves the stream at the head of the ring until it polls again
