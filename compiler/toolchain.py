@@ -145,6 +145,28 @@ class HostFunction:
             (self.fn_holding_gil if hold_gil else self.fn)(args_ptr, gx, gy, gz, first, count)
 
 
+# A store fence as LLVM IR: on x86 SFENCE orders write-combined stores before later ones (a plain `fence release`
+# compiles to nothing there, since ordinary x86 stores are already ordered); elsewhere a release fence (aarch64: DMB).
+_FENCE_IR = {
+    "x86_64": "declare void @llvm.x86.sse.sfence()\n"
+              "define void @baregpu_store_fence() {\n  call void @llvm.x86.sse.sfence()\n  ret void\n}\n",
+    "other": "define void @baregpu_store_fence() {\n  fence release\n  ret void\n}\n",
+}
+
+
+@lru_cache(maxsize=None)
+def store_fence() -> Any:
+    """A host function that executes one store fence: every store before a call reaches memory before any store
+    after it, write-combined stores included (drivers call it between ring writes and a doorbell)."""
+    llvm = _llvm()
+    arch = llvm.get_process_triple().split("-")[0]
+    engine = llvm.create_mcjit_compiler(llvm.parse_assembly(_FENCE_IR.get(arch, _FENCE_IR["other"])), _host_tm())
+    engine.finalize_object()
+    fn = ctypes.CFUNCTYPE(None)(engine.get_function_address("baregpu_store_fence"))
+    fn.engine = engine  # the machine code lives as long as its JIT
+    return fn
+
+
 def load_host(obj: bytes, name: str) -> HostFunction:
     """Load a host object file and return its kernel entry point."""
     return HostFunction(obj, name)

@@ -140,7 +140,8 @@ class HWQueue(ABC):
         self.profiled.append((what, start, end))
 
     def memory_barrier(self) -> "HWQueue":
-        """Make earlier writes visible to later work and to the host."""
+        """Earlier work on this queue finished and its writes visible to later work and to the host (drivers say
+        per engine how: a partial flush plus cache actions on AMD compute, a fence-and-poll plus GCR on SDMA)."""
         self._op("memory_barrier")
         self._encode_memory_barrier()
         return self

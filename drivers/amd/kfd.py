@@ -10,10 +10,11 @@ from __future__ import annotations
 import ctypes
 import errno
 import threading
+import weakref
 from typing import Any
 
 from autogen import kfd
-from drivers.amd.topology import KFDNode, read_topology
+from drivers.amd.topology import KFDNode, cwsr_sizes, read_topology
 from drivers.lock import DeviceLock
 from drivers.system import MAP_ANONYMOUS, MAP_FIXED, MAP_NORESERVE, MAP_PRIVATE, MAP_SHARED, PAGE_SIZE, OSCallError, System
 from hcq.allocator import VAHeap
@@ -31,6 +32,10 @@ MIN_KFD_VERSION = (1, 14)  # AMDKFD_IOC_ALLOC_MEMORY_OF_GPU with mmap offsets th
 SIGNAL_SLOTS = 4096
 DOORBELL_MAP_SIZE = 0x2000  # KFD maps a process's doorbells as one 8 KiB page per GPU
 PROT_NONE, PROT_RW = 0, 3
+EVENT_PAGE_SIZE = kfd.KFD_SIGNAL_EVENT_LIMIT * 8  # kfd_events.c kfd_event_page_set refuses a smaller page
+EVENT_PAGE_FLAGS = (kfd.KFD_IOC_ALLOC_MEM_FLAGS_GTT | kfd.KFD_IOC_ALLOC_MEM_FLAGS_WRITABLE |  # the kernel kmaps it
+                    kfd.KFD_IOC_ALLOC_MEM_FLAGS_NO_SUBSTITUTE | kfd.KFD_IOC_ALLOC_MEM_FLAGS_UNCACHED |
+                    kfd.KFD_IOC_ALLOC_MEM_FLAGS_COHERENT)
 
 
 class KFDError(HCQError):
@@ -76,6 +81,25 @@ def unbuilt_paths(target: str) -> str | None:
     if target not in TARGETS:
         missing.append(f"the kernel compiler has no {target} target")
     return f"the AMD (KFD) driver is not built for {target} yet: {'; '.join(missing)}" if missing else None
+
+
+class EventPage:
+    """The process's KFD event page: one 8-byte mailbox slot per signal event, which the GPU writes before it
+    interrupts (amdkfd acts on an interrupt only when the event's slot is signalled, kfd_signal_event_interrupt).
+
+    amdkfd keeps one page per process (kfd_kmap_event_page: a second one is EINVAL), so every KFDDevice of one
+    System shares it: the first allocates it in GTT at a VA reserved outside every device's window, each maps it
+    on its GPU. The kernel refuses to free it (EPERM); it goes with the process.
+    """
+
+    def __init__(self, handle: int, va: int):
+        self.handle, self.va = handle, va
+        self.set = False  # whether a CREATE_EVENT has handed it to the kernel yet
+        self.gpus: set[int] = set()
+
+
+_event_pages: "weakref.WeakKeyDictionary[System, EventPage]" = weakref.WeakKeyDictionary()
+_event_pages_lock = threading.Lock()
 
 
 class KFDDevice(Device):
@@ -136,7 +160,9 @@ class KFDDevice(Device):
         self.heap = VAHeap(self._window, VA_WINDOW, PAGE_SIZE, f"{self.name} VA")
         sig_buf = self.alloc(SIGNAL_SIZE * SIGNAL_SLOTS, MemFlags.HOST_VISIBLE | MemFlags.UNCACHED)
         self.signals = SignalPool(sig_buf.host_addr, sig_buf.va, sig_buf.size, self)
-        self.signal_event_id = self._create_event(kfd.KFD_IOC_EVENT_SIGNAL)
+        self._event_ids: list[int] = []
+        self._event_slots: dict[int, int] = {}
+        self.signal_event_id, self.signal_slot_va = self._create_signal_event()
         self.memory_event_id = self._create_event(kfd.KFD_IOC_EVENT_MEMORY)
         self.hw_event_id = self._create_event(kfd.KFD_IOC_EVENT_HW_EXCEPTION)
         self._doorbell_page = 0
@@ -144,10 +170,66 @@ class KFDDevice(Device):
         self._create_rings()
 
     # --- events ---
-    def _create_event(self, event_type: int) -> int:
-        args = kfd.struct_kfd_ioctl_create_event_args(event_type=event_type, auto_reset=1, node_id=self.node.index)
+    def _create_event(self, event_type: int, page: int = 0) -> int:
+        args = kfd.struct_kfd_ioctl_create_event_args(event_type=event_type, auto_reset=1, node_id=self.node.index,
+                                                      event_page_offset=page)
         self._ioctl("CREATE_EVENT", kfd.AMDKFD_IOC_CREATE_EVENT, args)
+        self._event_ids.append(args.event_id)
+        self._event_slots[args.event_id] = args.event_slot_index
         return args.event_id
+
+    def _create_signal_event(self) -> tuple[int, int]:
+        """This device's signal event and the GPU address of its mailbox slot in the process's event page (the
+        first signal event of the process hands the page to KFD: kfd_ioctl_create_event's event_page_offset)."""
+        with _event_pages_lock:
+            page = self._join_event_page()
+            event_id = self._create_event(kfd.KFD_IOC_EVENT_SIGNAL, 0 if page.set else page.handle)
+            page.set = True
+        return event_id, page.va + 8 * self._event_slots[event_id]
+
+    def _join_event_page(self) -> EventPage:
+        page = _event_pages.get(self.system)
+        if page is not None:
+            try:
+                self._map_to_gpu(page.handle, True)
+                page.gpus.add(self.node.gpu_id)
+                self._event_page = page
+                return page
+            except KFDError:  # the kernel let go of the process's state (its last fd closed): start afresh
+                self.system.munmap(page.va, EVENT_PAGE_SIZE)
+                del _event_pages[self.system]
+        va = self.system.mmap(-1, EVENT_PAGE_SIZE, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, 0)
+        args = kfd.struct_kfd_ioctl_alloc_memory_of_gpu_args(va_addr=va, size=EVENT_PAGE_SIZE, gpu_id=self.node.gpu_id,
+                                                             flags=EVENT_PAGE_FLAGS)
+        try:
+            self._ioctl("ALLOC_MEMORY_OF_GPU", kfd.AMDKFD_IOC_ALLOC_MEMORY_OF_GPU, args)
+            self._map_to_gpu(args.handle, True)
+        except BaseException:
+            self.system.munmap(va, EVENT_PAGE_SIZE)
+            raise
+        page = _event_pages[self.system] = EventPage(args.handle, va)
+        page.gpus.add(self.node.gpu_id)
+        self._event_page = page
+        return page
+
+    def _leave_events(self) -> None:
+        """Destroy this device's events and unmap the event page from its GPU (the page stays the process's)."""
+        for event_id in getattr(self, "_event_ids", []):
+            try:
+                self._ioctl("DESTROY_EVENT", kfd.AMDKFD_IOC_DESTROY_EVENT,
+                            kfd.struct_kfd_ioctl_destroy_event_args(event_id=event_id))
+            except KFDError:
+                pass  # closing anyway: the kernel destroys events with the process
+        self._event_ids = []
+        page = getattr(self, "_event_page", None)
+        if page is not None:
+            with _event_pages_lock:
+                page.gpus.discard(self.node.gpu_id)
+                try:
+                    self._map_to_gpu(page.handle, False)
+                except (KFDError, OSCallError):
+                    pass  # closing anyway
+            self._event_page = None
 
     def _wait_events(self, ids: list[int], timeout_ms: int) -> list[Any]:
         data = (kfd.struct_kfd_event_data * len(ids))()
@@ -219,13 +301,14 @@ class KFDDevice(Device):
             eop = self.alloc(EOP_SIZE, MemFlags.DEVICE_LOCAL)
             bufs.append(eop)
             args.eop_buffer_address, args.eop_buffer_size = eop.va, EOP_SIZE
-            # CWSR save area sizes, where KFD publishes them; the emulated KFD publishes none and needs none.
-            args.ctx_save_restore_size = self.node.properties.get("cwsr_size", 0)
-            args.ctl_stack_size = self.node.properties.get("ctl_stack_size", 0)
-            if args.ctx_save_restore_size:
-                cwsr = self.alloc(args.ctx_save_restore_size, MemFlags.HOST_VISIBLE)
+            # The CWSR area: the node's cwsr_size and ctl_stack_size, and a mapping of exactly
+            # ALIGN((cwsr + debug memory) * NUM_XCC, PAGE) (kfd_queue.c kfd_queue_acquire_buffers).
+            sizes = cwsr_sizes(self.node, PAGE_SIZE)
+            if sizes is not None:
+                cwsr = self.alloc(sizes.total, MemFlags.HOST_VISIBLE)
                 bufs.append(cwsr)
                 args.ctx_save_restore_address = cwsr.va
+                args.ctx_save_restore_size, args.ctl_stack_size = sizes.ctx_save_restore_size, sizes.ctl_stack_size
         self._ioctl("CREATE_QUEUE", kfd.AMDKFD_IOC_CREATE_QUEUE, args)
         self._queue_bufs += bufs
         page_off = args.doorbell_offset & ~(DOORBELL_MAP_SIZE - 1)
@@ -239,6 +322,9 @@ class KFDDevice(Device):
             if ring is not None:
                 self._ioctl("DESTROY_QUEUE", kfd.AMDKFD_IOC_DESTROY_QUEUE,
                             kfd.struct_kfd_ioctl_destroy_queue_args(queue_id=ring.queue_id))
+                if ring.barrier_slot is not None:  # the copy queue's barrier word goes with its ring
+                    self._queue_bufs.append(ring.barrier_slot)
+                    ring.barrier_slot = None
         self.compute_ring = self.sdma_ring = None
         for buf in self._queue_bufs:
             self.free(buf)
@@ -427,6 +513,8 @@ class KFDDevice(Device):
                 self.free(buf)
             except (HCQError, OSCallError):
                 pass  # closing anyway: the kernel reclaims what is left when the fds close
+        if getattr(self, "kfd_fd", None) is not None:
+            self._leave_events()
         for fd in reversed(self._fds):
             self.system.close(fd)
         self._fds.clear()

@@ -383,9 +383,9 @@ def wait_reg_mem64(addr: int, ref: int, mask: int = (1 << 64) - 1, func: str = "
                    *, family: Family = GFX11) -> list[int]:
     """Stall until (*addr & mask) func ref on a 64-bit word in memory (WAIT_REG_MEM64, opcode 0x93 in nvd.h).
 
-    Layout from PAL's PM4_MEC_WAIT_REG_MEM64 (address 8-byte aligned, then 64-bit reference and mask), which PAL
-    emits on gfx10 to gfx12 MEC queues. The HCQ queue builder waits with the 32-bit WAIT_REG_MEM, which every
-    MEC firmware takes; the emulator does not execute this packet yet.
+    Layout from PAL's PM4_MEC_WAIT_REG_MEM64 (address 8-byte aligned, then 64-bit reference and mask, low word
+    first), which PAL emits on gfx10 to gfx12 MEC queues. This is what the compute queue's HCQ wait uses: signals
+    are 64-bit, and the 32-bit WAIT_REG_MEM would pass a wait for 2**32 + k as soon as the low word reached k.
     """
     p = "WAIT_REG_MEM64"
     control = _wait_control(p, func, "memory", family)
@@ -482,6 +482,8 @@ RELEASE_MEM_ADDR_WORD = _word("RELEASE_MEM", "addr_lo")
 RELEASE_MEM_DATA_WORD = _word("RELEASE_MEM", "value_lo")
 WAIT_REG_MEM_ADDR_WORD = _word("WAIT_REG_MEM", "addr_lo")
 WAIT_REG_MEM_REF_WORD = _word("WAIT_REG_MEM", "reference")
+WAIT_REG_MEM64_ADDR_WORD = _word("WAIT_REG_MEM64", "addr_lo")
+WAIT_REG_MEM64_REF_WORD = _word("WAIT_REG_MEM64", "reference_lo")  # reference_hi follows: one 64-bit patch
 INDIRECT_BUFFER_ADDR_WORD = _word("INDIRECT_BUFFER", "addr_lo")
 DISPATCH_DIRECT_SIZE_WORD = _word("DISPATCH_DIRECT", "x")
 

@@ -14,6 +14,7 @@ from array import array
 from collections import deque
 from typing import Any, Sequence
 
+from compiler.toolchain import store_fence
 from drivers.amd import pm4, sdma
 from hcq.errors import HCQError
 from hcq.queue import HWQueue, QueueBuildError, Value, Var
@@ -21,6 +22,14 @@ from hcq.signal import QueueState
 
 SUBMIT_TIMEOUT_S = 10.0
 HISTORY = 4  # submissions kept for hang reports
+
+
+# Why a store fence before a doorbell: on x86 stores to write-back memory are not reordered with each other (TSO),
+# but a KFD ring may be mapped write-combining or uncached while the doorbell is an uncached MMIO page, and
+# write-combined stores may reach memory after a later uncached store (Intel SDM vol. 3, 11.3.1 "Buffering of Write
+# Combining Memory Locations"); on aarch64 even normal stores may be reordered. ROCr (hsa_signal_store_screlease on
+# the doorbell) and amdgpu's amdgpu_ring_set_wptr path (WDOORBELL64 after an mb()) fence for the same reason.
+# compiler.toolchain.store_fence JITs the instruction (SFENCE on x86-64, a release fence elsewhere).
 
 
 class RingFullError(HCQError):
@@ -38,10 +47,13 @@ class Ring:
         self._rptr = ctypes.c_uint64.from_address(rptr_addr)
         self._wptr_mem = ctypes.c_uint64.from_address(wptr_addr)
         self._doorbell = ctypes.c_uint64.from_address(doorbell_addr)
+        self._fence = store_fence()  # JIT-compiled once per process; run between the ring writes and the doorbell
         self.wptr = 0
         self.history: deque[tuple[int, list[int]]] = deque(maxlen=HISTORY)
         self.doorbells = 0
         self._lock = threading.Lock()  # the write pointer, the ring words after it and the doorbell go together
+        self.barrier_slot: Any = None  # SDMA: the word a copy-queue memory barrier fences and polls (AMDCopyQueue)
+        self._barrier_seq = 0
 
     @property
     def read_ptr(self) -> int:
@@ -72,8 +84,16 @@ class Ring:
         self.history.append((self.wptr, data))
         self.wptr += nbytes // self.unit
         self._wptr_mem.value = self.wptr
+        # The ring words and the write pointer reach memory before the doorbell store: the engine fetches from the
+        # write pointer the moment the doorbell lands, and must never see the new pointer over stale packets.
+        self._fence()
         self._doorbell.value = self.wptr
         self.doorbells += 1
+
+    def next_barrier_seq(self) -> int:
+        """A fresh 32-bit value for one SDMA memory barrier (the caller holds the device's submit lock)."""
+        self._barrier_seq = (self._barrier_seq + 1) & 0xFFFFFFFF
+        return self._barrier_seq
 
     def debug_state(self) -> QueueState:
         """Pointers and the last submissions decoded, marking how far the GPU got."""
@@ -101,19 +121,26 @@ class AMDComputeQueue(HWQueue):
         self._replay_lock = threading.Lock()  # a replay's wait for its previous run and its submit go together
 
     def _encode_wait(self, signal: Any, value: Value) -> None:
-        # A 32-bit compare on the value's low word: signal values stay below 2**32 in a device's lifetime.
-        self._packet(pm4.wait_reg_mem(signal.va, 0 if isinstance(value, Var) else value & 0xFFFFFFFF,
-                                       family=self.family),
-                     {pm4.WAIT_REG_MEM_REF_WORD: (value, 32, 0, True)})
+        # MEC compares the whole 64-bit signal (WAIT_REG_MEM64, PAL's PM4_MEC_WAIT_REG_MEM64 on gfx10 to gfx12): a
+        # wait for 2**32 + k must not pass when only the low word reached k. Signals are 8-byte aligned.
+        v = 0 if isinstance(value, Var) else value
+        if not 0 <= v < 1 << 64:
+            raise QueueBuildError(f"wait({getattr(signal, 'name', signal)}, {v:#x}): signal values are 64-bit")
+        self._packet(pm4.wait_reg_mem64(signal.va, v, family=self.family),
+                     {pm4.WAIT_REG_MEM64_REF_WORD: (value, 64, 0, False)})
 
     def _encode_signal(self, signal: Any, value: Value) -> None:
         v = 0 if isinstance(value, Var) else value
-        # The contract: value and its time. The value's write interrupts after it is confirmed (KFD's fences do
-        # the same), which wakes sleepers on the device's signal event.
+        # The contract: value and its time. Then the device's mailbox slot is written and the interrupt raised once
+        # that write is confirmed: amdkfd ignores an interrupt whose slot is unsignalled (kfd_events.c
+        # kfd_signal_event_interrupt), so this is what wakes sleepers on the device's signal event.
+        d = self.device
         self._words(pm4.release_mem(signal.va + 8, 0, pm4.DATA_SEL_TIMESTAMP, family=self.family))
-        self._packet(pm4.release_mem(signal.va, v, pm4.DATA_SEL_VALUE_64, pm4.INT_SEL_SEND_INT_AFTER_WRITE_CONFIRM,
-                                     int_ctxid=self.device.signal_event_id, family=self.family),
+        self._packet(pm4.release_mem(signal.va, v, pm4.DATA_SEL_VALUE_64, pm4.INT_SEL_NONE, family=self.family),
                      {pm4.RELEASE_MEM_DATA_WORD: (value, 64, 0, False)})
+        self._words(pm4.release_mem(d.signal_slot_va, d.signal_event_id, pm4.DATA_SEL_VALUE_64,
+                                    pm4.INT_SEL_SEND_INT_AFTER_WRITE_CONFIRM, int_ctxid=d.signal_event_id,
+                                    family=self.family))
 
     def _encode_timestamp(self, signal: Any) -> None:
         self._words(pm4.release_mem(signal.va + 8, 0, pm4.DATA_SEL_TIMESTAMP, family=self.family))
@@ -173,6 +200,11 @@ class AMDComputeQueue(HWQueue):
         raise QueueBuildError("copies on AMD go on the copy queue (SDMA): use device.copy_queue()")
 
     def _encode_memory_barrier(self) -> None:
+        # Earlier dispatches finished: CS_PARTIAL_FLUSH stalls the queue until every earlier compute wave retired
+        # (Mesa si_emit_cache_flush for SI_CONTEXT_CS_PARTIAL_FLUSH: EVENT_WRITE CS_PARTIAL_FLUSH, EVENT_INDEX 4).
+        self._words(pm4.event_write(self.family.events.CS_PARTIAL_FLUSH, family=self.family))
+        # Their writes visible: write back and invalidate every cache level over the whole address space before
+        # later packets run (amdgpu gfx_v11_0_emit_mem_sync's ACQUIRE_MEM, plus a GLK write-back).
         self._words(pm4.acquire_mem(pm4.gcr_invalidate_all(self.family), family=self.family))
 
     def submit(self, device: Any, values: dict[str, int] | None = None) -> "AMDComputeQueue":
@@ -240,17 +272,45 @@ class AMDCopyQueue(HWQueue):
 
     def __init__(self, device: Any):
         super().__init__(device)
+        self._barriers: list[int] = []  # word index of each memory barrier's FENCE data; its POLL value follows
 
     def _encode_wait(self, signal: Any, value: Value) -> None:
-        self._packet(sdma.poll_regmem(signal.va, 0 if isinstance(value, Var) else value & 0xFFFFFFFF),
-                     {sdma.POLL_VALUE_WORD: (value, 32, 0, True)})
+        # SDMA 6/7 compare 32 bits only (POLL_REGMEM; no 64-bit poll: sdma_v6_0_0_pkt_open.h), and "X >= V" on a
+        # 64-bit X is a disjunction over its two words (hi > V.hi, or hi == V.hi and lo >= V.lo) that no sequence
+        # of single-word polls expresses: waiting for the high word then the low one hangs if X passes V with a
+        # smaller low word, and checking once (COND_EXE) races with the writer. So the copy queue waits exactly on:
+        #  - a value below 2**32: the low word >= V, exact while the signal stays below 2**32 (past it, with a
+        #    smaller low word, the engine stalls; it never passes early);
+        #  - a multiple of 2**32: the high word >= V >> 32, exact for every signal value (the low word is 0);
+        # and refuses any other value rather than wait wrongly. A replayed value (a Var) patches the low-word form:
+        # one >= 2**32 is refused at submit ("does not fit the 32-bit field"). Waits on such values belong on the
+        # compute queue (WAIT_REG_MEM64); a cross-queue wait there costs one signal.
+        if isinstance(value, Var):
+            self._packet(sdma.poll_regmem(signal.va, 0), {sdma.POLL_VALUE_WORD: (value, 32, 0, False)})
+            return
+        if not 0 <= value < 1 << 64:
+            raise QueueBuildError(f"wait({getattr(signal, 'name', signal)}, {value:#x}): signal values are 64-bit")
+        if value < 1 << sdma.POLL_VALUE_BITS:
+            self._words(sdma.poll_regmem(signal.va, value))
+        elif value & 0xFFFFFFFF == 0:
+            self._words(sdma.poll_regmem(signal.va + 4, value >> 32))
+        else:
+            raise QueueBuildError(
+                f"wait({getattr(signal, 'name', signal)}, {value:#x}): the copy engine (SDMA POLL_REGMEM) compares 32 "
+                "bits, so it waits exactly only for values below 2**32 or multiples of 2**32; wait on the compute "
+                "queue (64-bit WAIT_REG_MEM64) and signal the copy queue from there")
 
     def _encode_signal(self, signal: Any, value: Value) -> None:
         v = 0 if isinstance(value, Var) else value
         self._words(sdma.timestamp(signal.va + 8))
-        # The high word first: a waiter comparing the low word must not see it before the high one is right.
-        self._packet(sdma.fence(signal.va + 4, v >> 32), {sdma.FENCE_DATA_WORD: (value, 32, 32, True)})
+        # SDMA writes 32 bits a FENCE (sdma_v6_0_ring_emit_fence writes 64-bit seqs as two fences). The low word
+        # first: between the two writes the signal reads (old high, new low), which is never above the new value,
+        # so no 64-bit waiter passes early (high first would show (new high, old low), possibly above it).
         self._packet(sdma.fence(signal.va, v & 0xFFFFFFFF), {sdma.FENCE_DATA_WORD: (value, 32, 0, True)})
+        self._packet(sdma.fence(signal.va + 4, v >> 32), {sdma.FENCE_DATA_WORD: (value, 32, 32, True)})
+        # The mailbox slot, then the trap: amdkfd only wakes events whose slot was written. One 32-bit fence is
+        # enough: the kernel resets slots to all ones, so any other low word reads as signalled.
+        self._words(sdma.fence(self.device.signal_slot_va, self.device.signal_event_id))
         self._words(sdma.trap(self.device.signal_event_id))
 
     def _encode_timestamp(self, signal: Any) -> None:
@@ -269,8 +329,36 @@ class AMDCopyQueue(HWQueue):
             self._packet(words, {sdma.COPY_DST_WORD: (d, 64, 0, False), sdma.COPY_SRC_WORD: (s_, 64, 0, False)})
 
     def _encode_memory_barrier(self) -> None:
-        pass  # SDMA executes in order and its writes are coherent with the host (uncached fences)
+        # Earlier copies finished: a FENCE is written only once earlier packets completed, and polling until it
+        # landed holds later packets back until then (sdma_v6_0_ring_emit_pipeline_sync: POLL_REGMEM "==" on the
+        # ring's last fence). Each run needs a value the word did not hold before, so _submit writes a fresh one.
+        slot = self._barrier_slot()
+        self._barriers.append(len(self.cmd) + sdma.FENCE_DATA_WORD)
+        self._words(sdma.fence(slot, 0))
+        self._words(sdma.poll_regmem(slot, 0, func="=="))
+        # Their writes visible: write back and invalidate the caches (sdma_v6_0_ring_emit_mem_sync's GCR_REQ).
+        self._words(sdma.gcr_req())
+
+    def _barrier_slot(self) -> int:
+        """The GPU address of the word this device's copy-queue barriers fence and poll (allocated once)."""
+        ring = self.device.sdma_ring
+        with ring._lock:
+            if ring.barrier_slot is None:
+                from hcq.buffer import MemFlags
+                ring.barrier_slot = self.device.alloc(64, MemFlags.HOST_VISIBLE | MemFlags.UNCACHED)
+        return ring.barrier_slot.va
+
+    def bind(self, values: dict[str, int]) -> "AMDCopyQueue":
+        q = super().bind(values)
+        q._barriers = list(self._barriers)  # the copy's barriers take fresh values at its own submit
+        return q
 
     def _submit(self, device: Any) -> None:
         device.check()
-        device.sdma_ring.submit(array("I", self.cmd))
+        words = array("I", self.cmd)
+        poll = len(sdma.fence(0, 0)) + sdma.POLL_VALUE_WORD  # the POLL_REGMEM's value, from the FENCE's data word
+        for at in self._barriers:  # under the device's submit lock: sequence numbers follow ring order
+            seq = device.sdma_ring.next_barrier_seq()
+            words[at] = seq
+            words[at - sdma.FENCE_DATA_WORD + poll] = seq
+        device.sdma_ring.submit(words)

@@ -82,6 +82,7 @@ PACKETS: dict[tuple[int, int], str] = {
     (s.SDMA_OP_TIMESTAMP, s.SDMA_SUBOP_TIMESTAMP_SET): "TIMESTAMP_SET",
     (s.SDMA_OP_TIMESTAMP, s.SDMA_SUBOP_TIMESTAMP_GET): "TIMESTAMP_GET",
     (s.SDMA_OP_TIMESTAMP, s.SDMA_SUBOP_TIMESTAMP_GET_GLOBAL): "TIMESTAMP_GET_GLOBAL",
+    (s.SDMA_OP_GCR_REQ, 0): "GCR_REQ",
 }
 # Op names for error messages (the AQL ops share numbers with NOP and belong to AQL queues).
 OP_NAMES = {v: n[len("SDMA_OP_"):] for n, v in vars(s).items()
@@ -101,6 +102,10 @@ FILL_MAX_BYTES = min(FILL_FIELD_MAX_BYTES, AMDGPU_COPY_MAX_BYTES)
 
 # POLL_REGMEM FUNC: amdgpu/cikd.h:524-532 (SDMA_POLL_REG_MEM_EXTRA_FUNC comment), the same encoding as PM4 WAIT_REG_MEM.
 POLL_FUNC = {"always": 0, "<": 1, "<=": 2, "==": 3, "!=": 4, ">=": 5, ">": 6}
+# POLL_REGMEM compares one 32-bit word: its header has no 64-bit form (sdma_v6_0_0_pkt_open.h POLL_REGMEM: VALUE and
+# MASK are single dwords; SDMA 6 and 7 have no POLL_REGMEM64), so a wait on a 64-bit signal needs care: see
+# drivers/amd/queue.py AMDCopyQueue._encode_wait.
+POLL_VALUE_BITS = 32
 POLL_INTERVAL = 10  # sdma_v6_0.c's HDP-flush poll: interval 10 ...
 POLL_RETRY = 0xFFF  # ... and retry count 0xFFF (the field's maximum)
 
@@ -111,6 +116,13 @@ FILL_SIZE_DWORD = 2  # CONSTANT_FILL FILLSIZE: amdgpu/cikd.h:539-542 "0 = byte f
 # (ADD_RTN_32 0x0f, ADD_RTN_64 0x2f, ADD_64 0x6f). ROCr's SDMA_ATOMIC_ADD64 is TC_OP_ATOMIC_ADD_RTN_64.
 ATOMIC_ADD64 = 0x2F  # soc21_enum.h:14693 TC_OP_ATOMIC_ADD_RTN_64
 ATOMIC_64BIT = 0x20
+
+
+# GCR_REQ cache actions over the whole address space: sdma_v6_0.c sdma_v6_0_ring_emit_mem_sync's set (write back and
+# invalidate GL2, invalidate GLM/GL1/GLV/GLK and the instruction cache), bits from sdma_v6_0_0_pkt_open.h SDMA_GCR_*.
+GCR_INVALIDATE_ALL = (s.SDMA_GCR_GL2_INV | s.SDMA_GCR_GL2_WB | s.SDMA_GCR_GLM_INV | s.SDMA_GCR_GL1_INV |
+                      s.SDMA_GCR_GLV_INV | s.SDMA_GCR_GLK_INV | s.SDMA_GCR_GLI_INV(1))
+GCR_CONTROL_BITS = 19  # GCR_CONTROL is split 15:0 (PAYLOAD2) and 18:16 (PAYLOAD3)
 
 
 def _word(packet: str, name: str) -> int:
@@ -211,13 +223,22 @@ def poll_regmem(addr: int, value: int, mask: int = U32, func: str = ">=", interv
                 retry: int = POLL_RETRY) -> list[int]:
     """Stall the engine until (*addr & mask) func value, polling memory at addr (4-byte aligned).
 
-    interval is in the engine's poll-timer units (16 bits); retry is the 12-bit retry count.
+    interval is in the engine's poll-timer units (16 bits); retry is the 12-bit retry count. The compare is
+    32 bits wide (POLL_VALUE_BITS): value and mask must fit one dword.
     """
     if func not in POLL_FUNC:
         raise SDMAError(f"POLL_REGMEM: compare function {func!r} is not one of {list(POLL_FUNC)}")
     return _pack("POLL_REGMEM", s.SDMA_OP_POLL_REGMEM, func=POLL_FUNC[func], mem_poll=1,
                  addr=_aligned("POLL_REGMEM", "addr", addr, 4), value=value, mask=mask, interval=interval,
                  retry_count=retry)
+
+
+def gcr_req(gcr: int = GCR_INVALIDATE_ALL) -> list[int]:
+    """Cache actions (SDMA_GCR_* bits) over the whole address space, after earlier packets (sdma_v6_0.c
+    sdma_v6_0_ring_emit_mem_sync: base and limit 0, VMID 0 for the queue's own VM)."""
+    if not 0 <= gcr < 1 << GCR_CONTROL_BITS:
+        raise SDMAError(f"GCR_REQ: gcr={gcr:#x} does not fit the {GCR_CONTROL_BITS}-bit GCR_CONTROL field")
+    return _pack("GCR_REQ", s.SDMA_OP_GCR_REQ, gcr_control_15_0=gcr & 0xFFFF, gcr_control_18_16=gcr >> 16)
 
 
 def timestamp(addr: int) -> list[int]:
@@ -278,6 +299,7 @@ KEY_FIELDS = {
     "TIMESTAMP_SET": ("init_data",),
     "TIMESTAMP_GET": ("write_addr",),
     "TIMESTAMP_GET_GLOBAL": ("write_addr",),
+    "GCR_REQ": ("gcr_control",),
 }
 
 # COPY_LINEAR with CPV set carries one more dword of compression parameters (sdma_v7_0.c emit_copy_buffer sets
@@ -292,6 +314,8 @@ def _fields(packet: str, words: list[int]) -> dict[str, int]:
         m = _ADDR_LO.match(n)
         if m and f"{m.group(1)}_63_32" in out:
             out[m.group(1)] = out[n] << int(m.group(2)) | out[f"{m.group(1)}_63_32"] << 32
+    if packet == "GCR_REQ":
+        out["gcr_control"] = out["gcr_control_15_0"] | out["gcr_control_18_16"] << 16
     if packet in ("COPY_LINEAR", "CONSTANT_FILL"):
         out["size"] = out["count"] + 1  # the header stores bytes - 1
     if packet == "COPY_LINEAR" and len(words) > length(packet):

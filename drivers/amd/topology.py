@@ -78,3 +78,32 @@ def read_topology(system: System) -> list[KFDNode]:
         props = parse_properties(system.read_text(f"{base}/properties"))
         nodes.append(KFDNode(int(name), gpu_id, system.read_text(f"{base}/name"), props))
     return nodes
+
+
+@dataclass(frozen=True)
+class CWSRSizes:
+    """What one compute queue's context save/restore area must be, as amdkfd checks it at CREATE_QUEUE."""
+    ctx_save_restore_size: int  # the node's cwsr_size: control stack plus workgroup data, per XCC
+    ctl_stack_size: int  # must equal the node's ctl_stack_size exactly
+    debug_memory_size: int  # per XCC, after the save area; the topology does not publish it
+    total: int  # bytes to allocate and map: ALIGN((cwsr + debug) * num_xcc, PAGE)
+
+
+def cwsr_sizes(node: KFDNode, page: int = 4096) -> CWSRSizes | None:
+    """The CWSR area a compute queue on `node` needs, or None when the node publishes no cwsr_size (then the
+    kernel expects none). The debug memory size is derived from the topology the way the thunk does, which is
+    amdkfd's own formula (kfd_queue.c kfd_queue_ctx_save_restore_size; libhsakmt queues.c)."""
+    p = node.properties
+    cwsr, ctl = p.get("cwsr_size", 0), p.get("ctl_stack_size", 0)
+    if not cwsr:
+        return None
+    num_xcc = max(1, p.get("num_xcc", 1))
+    cu_num = p["simd_count"] // p["simd_per_cu"] // num_xcc
+    if node.gfx_version < 100100:  # before gfx10.1 the wave count is also bounded by the shader arrays
+        # kfd_topology.c prints array_count times NUM_XCC; the kernel's formula uses the per-XCC count
+        wave_num = min(cu_num * 40, p["array_count"] // num_xcc // p["simd_arrays_per_engine"] * 512)
+    else:
+        wave_num = cu_num * 32
+    debug = -(-wave_num * 32 // 64) * 64  # DEBUGGER_BYTES_PER_WAVE 32, DEBUGGER_BYTES_ALIGN 64
+    total = -(-(cwsr + debug) * num_xcc // page) * page
+    return CWSRSizes(cwsr, ctl, debug, total)

@@ -325,3 +325,119 @@ def test_bad_address_faults_the_device_until_recovered(device):
         host_buf(device, 64)
     device.recover()
     submit_and_sync(device, device.copy_queue().copy(src.va, src.va, 0))
+
+
+# --- waits on 64-bit signal values ---
+
+BIG_VALUES = [2**32 - 1, 2**32, 2**32 + 1, 2**63 - 1, 2**63]
+
+
+def below_with_low_word_met(value: int) -> int:
+    """A value below `value` whose low word already satisfies a 32-bit compare against value's low word: a wait
+    that compares only low words passes on it, a 64-bit wait must not."""
+    return value - 1 if value < 2**32 else ((value >> 32) - 1) << 32 | 0xFFFFFFFF
+
+
+def is_amd(device) -> bool:
+    return type(device).__name__ == "KFDDevice"
+
+
+def copy_engine_waits_exactly(device, value: int) -> bool:
+    """What the AMD copy engine can wait for: SDMA polls 32 bits (drivers/amd/queue.py AMDCopyQueue._encode_wait)."""
+    return not is_amd(device) or value < 2**32 or value % 2**32 == 0
+
+
+def wait_behind_a_gate(device, kind: str, sig, value: int):
+    """Submit on `kind`'s queue: signal `reached`, wait for sig >= value, signal `done`; return once the engine has
+    reached the wait (so the checks after it look at the wait itself, not at a queue that has not started)."""
+    reached, done = device.new_signal(0), device.new_signal(0)
+    q = getattr(device, f"{kind}_queue")()
+    q.signal(reached, 1).wait(sig, value).signal(done, 1).submit(device)
+    reached.wait(1, timeout=10)
+    return done
+
+
+@pytest.mark.parametrize("kind", ["compute", "copy"])
+@pytest.mark.parametrize("value", BIG_VALUES, ids=hex)
+def test_a_wait_on_a_64_bit_value_does_not_pass_on_the_low_word(device, kind, value):
+    sig = device.new_signal(0)
+    if kind == "copy" and not copy_engine_waits_exactly(device, value):
+        with pytest.raises(QueueBuildError, match=r"compares 32 bits"):
+            device.copy_queue().wait(sig, value)
+        return
+    sig.value = below_with_low_word_met(value)
+    done = wait_behind_a_gate(device, kind, sig, value)
+    with pytest.raises(SignalTimeoutError):
+        done.wait(1, timeout=0.2)  # the engine sits at the wait for this long: a low-word compare passes here
+    assert done.value == 0, f"{kind} queue passed a wait for {value:#x} at {sig.value:#x}"
+    sig.value = value
+    done.wait(1, timeout=10)
+
+
+@pytest.mark.parametrize("kind", ["compute", "copy"])
+@pytest.mark.parametrize("value", BIG_VALUES, ids=hex)
+def test_a_wait_passes_on_a_larger_value_with_a_smaller_low_word(device, kind, value):
+    past = ((value >> 32) + 1) << 32  # above value, low word 0
+    if kind == "copy" and is_amd(device) and not (value >= 2**32 and value % 2**32 == 0):
+        pytest.skip("the AMD copy engine compares 32 bits: a low-word wait stalls once the signal passes 2**32, a "
+                    "wait for other values past it is refused (test_a_wait_on_a_64_bit_value_does_not_pass_...)")
+    sig = device.new_signal(0)
+    done = wait_behind_a_gate(device, kind, sig, value)
+    sig.value = past
+    done.wait(1, timeout=10)
+
+
+def test_a_replayed_copy_wait_refuses_a_value_its_engine_cannot_compare(device):
+    """A Var wait on the copy queue: values the engine compares exactly run, others are refused at submit."""
+    sig, done = device.new_signal(0), device.new_signal(0)
+    q = device.copy_queue().wait(sig, Var("v")).signal(done, Var("d"))
+    sig.value = 7
+    q.submit(device, {"v": 7, "d": 1})
+    done.wait(1, timeout=10)
+    if is_amd(device):
+        with pytest.raises(QueueBuildError, match=r"v=0x100000001 does not fit the 32-bit field"):
+            q.submit(device, {"v": 2**32 + 1, "d": 2})
+    else:
+        sig.value = 2**32 + 1
+        q.submit(device, {"v": 2**32 + 1, "d": 2})
+        done.wait(2, timeout=10)
+
+
+def test_a_replayed_compute_wait_compares_64_bits(device):
+    sig = device.new_signal(0)
+    reached, done = device.new_signal(0), device.new_signal(0)
+    q = device.compute_queue().signal(reached, Var("r")).wait(sig, Var("v")).signal(done, Var("d"))
+    sig.value = 2**32 - 1
+    q.submit(device, {"r": 1, "v": 2**32 + 5, "d": 1})
+    reached.wait(1, timeout=10)
+    with pytest.raises(SignalTimeoutError):
+        done.wait(1, timeout=0.2)
+    sig.value = 2**32 + 5
+    done.wait(1, timeout=10)
+
+
+@pytest.mark.parametrize("kind", ["compute", "copy"])
+def test_a_signal_written_by_a_queue_carries_all_64_bits(device, kind):
+    sig = device.new_signal(0)
+    q = getattr(device, f"{kind}_queue")().signal(sig, 2**63 + 2**32 + 3)
+    q.submit(device)
+    sig.wait(2**63 + 2**32 + 3, timeout=10)
+    assert sig.value == 2**63 + 2**32 + 3
+
+
+# --- memory barriers ---
+
+@pytest.mark.parametrize("kind", ["compute", "copy"])
+def test_memory_barrier_orders_a_copy_after_the_one_before_it(device, kind):
+    """A chain of copies through one buffer, with a barrier between each: every copy reads what the one before it
+    wrote. (On the compute queue the barrier is followed by a signal only: copies go on the copy queue.)"""
+    a, b, c = host_buf(device, 4096), host_buf(device, 4096), host_buf(device, 4096)
+    a.cpu_view()[:] = b"\x5a" * 4096
+    if kind == "copy":
+        q = device.copy_queue().copy(b.va, a.va, 4096).memory_barrier().copy(c.va, b.va, 4096).memory_barrier()
+    else:
+        q = device.compute_queue().memory_barrier().memory_barrier()
+    submit_and_sync(device, q)
+    if kind == "copy":
+        assert bytes(c.cpu_view()) == b"\x5a" * 4096
+    submit_and_sync(device, q)  # a replay of the same barriers (fresh fence values on AMD's copy engine)

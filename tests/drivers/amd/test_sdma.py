@@ -224,3 +224,21 @@ def test_format_names_every_packet_with_key_fields_in_hex():
                    "TRAP int_context=0x2a", "POLL_REGMEM addr=0x3000 func=0x5 value=0x5", "write_addr=0x4008",
                    "dst_addr=0x5000 src_data_31_0=0xabc size=0x40", "ATOMIC addr=0x6000 atomic_op=0x2f"):
         assert needle in text, needle
+
+
+def test_gcr_req_matches_amdgpus_mem_sync():
+    # sdma_v6_0_ring_emit_mem_sync: op 17 (GCR_REQ), base 0, GCR_CONTROL 15:0 in bits 31:16 of the third dword
+    # (GL2_INV 14, GL2_WB 15, GLM_INV 5, GL1_INV 9, GLV_INV 8, GLK_INV 7, GLI_INV 1 in bits 1:0), 18:16 in the fourth.
+    gcr = 1 << 14 | 1 << 15 | 1 << 5 | 1 << 9 | 1 << 8 | 1 << 7 | 1
+    assert sdma.gcr_req() == [17, 0, gcr << 16, 0, 0]
+    assert sdma.gcr_req(0x7FFFF) == [17, 0, 0xFFFF << 16, 7, 0]
+    p = only(sdma.gcr_req(0x5_1234))
+    assert (p.name, p.fields["gcr_control"]) == ("GCR_REQ", 0x5_1234)
+    with pytest.raises(sdma.SDMAError, match="19-bit GCR_CONTROL"):
+        sdma.gcr_req(1 << 19)
+
+
+def test_poll_regmem_compares_one_dword():
+    assert sdma.POLL_VALUE_BITS == 32
+    with pytest.raises(sdma.SDMAError, match="value=0x100000000 does not fit"):
+        sdma.poll_regmem(0x1000, 1 << 32)
