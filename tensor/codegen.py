@@ -519,6 +519,15 @@ def matmul_tiles(M: int, N: int) -> tuple[int, int, int, int, int]:
     return TILE, TILE, TILE, 1, 1
 
 
+def _matmul_start(node: LazyNode, K: int, TX: int, TY: int) -> tuple[ir.Kernel, Any, Builder, ir.DType, ir.DType]:
+    """A matmul kernel of TX x TY threads: its output buffer, its input builder, and its accumulator and output
+    types (float16 accumulates in float32)."""
+    acc_t = ir.f32 if node.dtype == dtypes.float16 else dtypes.storage(node.dtype)
+    out_t = dtypes.storage(node.dtype)
+    k = ir.Kernel(_kname("matmul", node.shape + (K,)), local_size=(TX, TY, 1))
+    return k, k.buffer("out", out_t, writable=True), Builder(k, node), acc_t, out_t
+
+
 def _in_bounds(checks: list[tuple[bool, ir.Expr]], join: Callable = lambda x, y: x & y) -> Optional[ir.Expr]:
     """The bounds conditions that are needed, joined (and by default), or None when the tile sizes divide the
     matrix (known when the kernel is built)."""
@@ -555,11 +564,7 @@ def matmul_kernel(node: LazyNode) -> tuple[ir.Kernel, list[LazyNode], tuple[int,
     BM, BN, BK, VM, VN = matmul_tiles(M, N)
     TX, TY = BN // VN, BM // VM
     threads = TX * TY
-    acc_t = ir.f32 if node.dtype == dtypes.float16 else dtypes.storage(node.dtype)
-    out_t = dtypes.storage(node.dtype)
-    k = ir.Kernel(_kname("matmul", node.shape + (K,)), local_size=(TX, TY, 1))
-    out = k.buffer("out", out_t, writable=True)
-    b = Builder(k, node)
+    k, out, b, acc_t, out_t = _matmul_start(node, K, TX, TY)
     tx, ty = k.local_id(0), k.local_id(1)
     tid = ty * TX + tx
     row0, col0 = k.workgroup_id(1) * BM, k.workgroup_id(0) * BN
@@ -672,11 +677,7 @@ def host_matmul_kernel(node: LazyNode, avx512: Optional[bool] = None) -> tuple[i
     BM, BN, BK, VM, VN = host_matmul_tiles(M, N, avx512)
     BK = BK if direct else HOST_MM_BK_STAGED_A
     TX, TY = BN // VN, BM // VM
-    acc_t = ir.f32 if node.dtype == dtypes.float16 else dtypes.storage(node.dtype)
-    out_t = dtypes.storage(node.dtype)
-    k = ir.Kernel(_kname("matmul", node.shape + (K,)), local_size=(TX, TY, 1))
-    out = k.buffer("out", out_t, writable=True)
-    b = Builder(k, node)
+    k, out, b, acc_t, out_t = _matmul_start(node, K, TX, TY)
     tx, ty = k.local_id(0), k.local_id(1)
     row0, col0 = k.workgroup_id(0) * BM, k.workgroup_id(1) * BN
     bidx = unravel(k.workgroup_id(2), batch) if batch else ()

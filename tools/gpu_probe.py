@@ -16,6 +16,7 @@ import posixpath
 import sys
 from typing import Any
 
+from drivers.amd.topology import pci_address
 from drivers.registry import NOT_BUILT
 from drivers.system import LinuxSystem, System
 
@@ -204,7 +205,7 @@ def probe_kfd(system: System) -> dict[str, Any] | None:
         render = f"/dev/dri/renderD{minor}" if minor is not None else None
         gpu = {"node": int(node) if node.isdigit() else node, "name": _attr(system, f"{KFD_TOPOLOGY}/{node}/name") or "",
                "gfx": _gfx_name(version), "simd_count": props.get("simd_count"), "location_id": loc,
-               "domain": props.get("domain"), "bdf": _bdf(props.get("domain") or 0, loc) if loc is not None else None,
+               "domain": props.get("domain"), "bdf": pci_address(props.get("domain") or 0, loc) if loc is not None else None,
                "render_node": render, "render_node_present": bool(render and system.exists(render))}
         if render and not gpu["render_node_present"]:
             info["blockers"].append(f"KFD node {node} names {render}, which does not exist")
@@ -213,11 +214,6 @@ def probe_kfd(system: System) -> dict[str, Any] | None:
                                     "(sudo usermod -aG render,video $USER) and log in again")
         info["gpus"].append(gpu)
     return info
-
-
-def _bdf(domain: int, location_id: int) -> str:
-    """PCI address from KFD's domain and location_id (bus << 8 | device << 3 | function)."""
-    return f"{domain:04x}:{location_id >> 8:02x}:{(location_id >> 3) & 0x1f:02x}.{location_id & 7}"
 
 
 def probe_nvidia(system: System) -> dict[str, Any] | None:

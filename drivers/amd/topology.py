@@ -39,13 +39,16 @@ class KFDNode:
         """"0000:03:00.0" from KFD's `domain` and `location_id` (bus << 8 | devfn, as kfd_topology.c prints it),
         or None when the node does not say."""
         loc = self.properties.get("location_id")
-        if loc is None:
-            return None
-        return f"{self.properties.get('domain', 0):04x}:{loc >> 8:02x}:{(loc >> 3) & 0x1f:02x}.{loc & 7}"
+        return None if loc is None else pci_address(self.properties.get("domain", 0), loc)
 
     @property
     def simd_count(self) -> int:
         return self.properties.get("simd_count", 0)
+
+
+def pci_address(domain: int, location_id: int) -> str:
+    """A PCI address ("0000:03:00.0") from a KFD node's domain and location_id (bus << 8 | device << 3 | function)."""
+    return f"{domain:04x}:{location_id >> 8:02x}:{(location_id >> 3) & 0x1f:02x}.{location_id & 7}"
 
 
 def parse_properties(text: str) -> dict[str, int]:
