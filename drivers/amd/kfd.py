@@ -11,6 +11,7 @@ import ctypes
 import errno
 import threading
 import weakref
+from dataclasses import dataclass
 from typing import Any
 
 from autogen import kfd
@@ -40,6 +41,28 @@ EVENT_PAGE_FLAGS = (kfd.KFD_IOC_ALLOC_MEM_FLAGS_GTT | kfd.KFD_IOC_ALLOC_MEM_FLAG
 
 class KFDError(HCQError):
     """A KFD call failed; the message names the ioctl, the GPU and what to do."""
+
+
+# COMPUTE_TMPRING_SIZE.WAVESIZE unit, 256 bytes on GFX11 and GFX12 alike (Mesa ac_gpu_info.c
+# scratch_wavesize_granularity_shift = gfx_level >= GFX11 ? 8 : 10; LLVM test CodeGen/AMDGPU/scratch-simple.ll checks
+# the same WAVESIZE for gfx1100 and gfx1200 under one GFX11PLUS prefix; tinygrad ops_amd.py uses 256 for both).
+SCRATCH_GRANULE = 256
+
+
+@dataclass(frozen=True)
+class ScratchArea:
+    """A device's scratch memory for architected flat scratch: `waves_per_engine` slots per shader engine, each
+    `wave_bytes` long; what COMPUTE_TMPRING_SIZE and COMPUTE_DISPATCH_SCRATCH_BASE describe."""
+    buffer: Buffer
+    waves_per_engine: int
+    engines: int
+    wave_bytes: int
+
+    def tmpring_size(self, gc: Any) -> int:
+        """COMPUTE_TMPRING_SIZE: WAVES (slots per SE) and WAVESIZE (256-byte units) at the target's field masks."""
+        return ((self.waves_per_engine << gc.COMPUTE_TMPRING_SIZE__WAVES__SHIFT) & gc.COMPUTE_TMPRING_SIZE__WAVES_MASK |
+                ((self.wave_bytes // SCRATCH_GRANULE) << gc.COMPUTE_TMPRING_SIZE__WAVESIZE__SHIFT)
+                & gc.COMPUTE_TMPRING_SIZE__WAVESIZE_MASK)
 
 
 def _gc_registers(target: str) -> Any:
@@ -136,6 +159,7 @@ class KFDDevice(Device):
         self._fds: list[int] = []
         self._buffers: dict[int, Buffer] = {}
         self._queue_bufs = []
+        self._scratch_areas: list[ScratchArea] = []  # the newest last; freed with every other buffer at close
         self._window = 0
         self.kfd_fd = None
         try:
@@ -351,10 +375,57 @@ class KFDDevice(Device):
         """GPU timestamps count the 100 MHz reference clock on gfx11 and gfx12."""
         return raw * 10
 
-    def load_program(self, compiled: Any) -> Any:
-        """Load a kernel compiled for this GPU's target into GPU memory."""
+    def load_program(self, kernel: Any, name: str | None = None,
+                     local_size: tuple[int, int, int] | None = None) -> Any:
+        """Load a kernel into GPU memory: a CompiledKernel for this GPU's target, or the raw bytes of any AMDGPU code
+        object with the kernel's name (and its local size when the metadata has no .reqd_workgroup_size)."""
         from drivers.amd.program import AMDProgram
-        return AMDProgram(self, compiled)
+        if isinstance(kernel, (bytes, bytearray, memoryview)):
+            if not name:
+                raise ValueError(f"{self.name}: load_program(code_object_bytes, name) needs the kernel's name")
+            return AMDProgram.from_code_object(self, bytes(kernel), name, local_size)
+        return AMDProgram(self, kernel)
+
+    # --- scratch ---
+    # GFX11/GFX12 use architected flat scratch (AMDGPUUsage processor table; "Flat Scratch"): each dispatch names
+    # its scratch memory in COMPUTE_DISPATCH_SCRATCH_BASE_LO/HI (address >> 8) and its per-wave size and slot count
+    # in COMPUTE_TMPRING_SIZE; the SPI gives every wave that has SCRATCH_EN a slot and sets its FLAT_SCRATCH to
+    # base + slot * WAVESIZE. So the driver only allocates an ordinary VRAM buffer mapped in its own GPU VM. What
+    # KFD does for older chips does not apply: AMDKFD_IOC_SET_SCRATCH_BACKING_VA records SH_HIDDEN_PRIVATE_BASE_VMID
+    # (kfd_chardev.c kfd_ioctl_set_scratch_backing_va; written to hardware only without HWS, for GFX7/GFX8), which
+    # GFX11/GFX12 waves do not read; SH_MEM_BASES (the private and shared apertures that flat addresses of
+    # private/LDS memory go through) amdkfd sets itself for every queue of the process (kfd_device_queue_manager
+    # update_qpd_v11/v12 from kfd_init_apertures), so there is nothing to set up. ROCr programs the same two
+    # registers through the AQL queue's amd_queue_t (compute_tmpring_size, scratch_backing_memory_location).
+    def scratch_for(self, wave_bytes: int, kernel: str = "") -> "ScratchArea":
+        """Scratch memory for dispatches whose waves need wave_bytes each (a multiple of 256), sized for every wave
+        the GPU can hold. A kernel needing more than the current area gets a new, larger one; older areas stay
+        until the device closes, since queues encoded with them may still run or be replayed."""
+        if wave_bytes <= 0 or wave_bytes % SCRATCH_GRANULE:
+            raise ValueError(f"{self.name}: scratch per wave must be a positive multiple of {SCRATCH_GRANULE}, got "
+                             f"{wave_bytes}")
+        if self.gc is None:
+            raise KFDError(f"{self.name}: {kernel or 'a kernel'} needs scratch, and scratch is set up for PM4 "
+                           f"dispatch only (gfx11, gfx12); {unbuilt_paths(self.target)}")
+        with self._mem_lock:
+            cur = self._scratch_areas[-1] if self._scratch_areas else None
+            if cur is not None and cur.wave_bytes >= wave_bytes:
+                return cur
+            wavesize = wave_bytes // SCRATCH_GRANULE
+            field = self.gc.COMPUTE_TMPRING_SIZE__WAVESIZE_MASK >> self.gc.COMPUTE_TMPRING_SIZE__WAVESIZE__SHIFT
+            if wavesize > field:
+                raise KFDError(f"{self.name}: {kernel or 'a kernel'} needs {wave_bytes} bytes of scratch per wave; "
+                               f"COMPUTE_TMPRING_SIZE.WAVESIZE holds at most {field * SCRATCH_GRANULE}")
+            p = self.node.properties
+            # Every wave the GPU can hold (SIMDs x waves per SIMD); WAVES counts slots per shader engine on GFX11+
+            # (Mesa ac_get_scratch_tmpring_size: "WAVES is per SE").
+            waves = p.get("simd_count", 0) * p.get("max_waves_per_simd", 16)
+            engines = max(1, p.get("array_count", 1) // max(1, p.get("simd_arrays_per_engine", 1)))
+            per_engine = min(max(1, waves // engines), self.gc.COMPUTE_TMPRING_SIZE__WAVES_MASK)
+            buf = self.alloc(per_engine * engines * wave_bytes, MemFlags.DEVICE_LOCAL, align=PAGE_SIZE)
+            area = ScratchArea(buf, per_engine, engines, wave_bytes)
+            self._scratch_areas.append(area)
+            return area
 
     def _open_node(self, path: str) -> int:
         try:

@@ -153,7 +153,7 @@ class AMDComputeQueue(HWQueue):
         setup = program.dispatch_setup.get(self.family)
         if setup is None:  # what a program fixes is encoded once: a submit only appends it and fills in the rest
             setup = program.dispatch_setup[self.family] = self._program_registers(program)
-        fixed, user_data, dispatch = setup
+        fixed, user_data, pointers, dispatch = setup
         ka = 0 if isinstance(kernargs, Var) else kernargs
         gs = [0 if isinstance(g, Var) else g for g in global_size]
         if not 0 <= ka < 1 << 64:
@@ -161,30 +161,41 @@ class AMDComputeQueue(HWQueue):
         if not all(0 <= g <= 0xFFFFFFFF for g in gs):
             raise QueueBuildError(f"exec({program.name}): grid {tuple(global_size)} does not fit DISPATCH_DIRECT's "
                                   "32-bit sizes")
-        # The kernel-argument pointer is the first user SGPR pair: our kernels enable only that (no dispatch or
-        # queue pointer), which kernel_code_properties records.
+        # The user SGPRs that hold addresses in the argument block (the kernel-argument pointer; the dispatch packet
+        # after the arguments) are filled per exec; the rest of the user data the program fixed.
+        head = list(user_data)
+        for at, add in pointers:
+            head[at], head[at + 1] = (ka + add) & 0xFFFFFFFF, (ka + add) >> 32 & 0xFFFFFFFF
         w = pm4.DISPATCH_DIRECT_SIZE_WORD
-        head = user_data[:2] + [ka & 0xFFFFFFFF, ka >> 32]
         launch = dispatch[:w] + gs + dispatch[w + 3:]
         self._words(fixed)
         if ka is kernargs and gs == list(global_size):  # no Var: nothing to record for replay
             self.streams["cmd"].extend(head + launch)
             return
-        self._packet(head, {2: (kernargs, 64, 0, False)})
+        if head:
+            self._packet(head, {at: (kernargs + add if add else kernargs, 64, 0, False) for at, add in pointers})
         self._packet(launch, {w + i: (g, 32, 0, False) for i, g in enumerate(global_size)})
 
-    def _program_registers(self, program: Any) -> tuple[array, list[int], list[int]]:
-        """What a program fixes, encoded: SET_SH_REG packets for its registers (code address, resources, local
-        size); the kernel-argument SET_SH_REG and the DISPATCH_DIRECT packet (with its initiator) with zeros
-        where each exec writes its pointer and grid."""
+    def _program_registers(self, program: Any) -> tuple[array, list[int], list[tuple[int, int]], list[int]]:
+        """What a program fixes, encoded: SET_SH_REG packets for its registers (code address, resources with the
+        LDS size, scratch, local size); the user-data SET_SH_REG for exactly the USER_SGPR_COUNT registers its
+        descriptor asks for, with (word, addend) for each pointer into the argument block that exec fills; and the
+        DISPATCH_DIRECT packet (with its initiator) with zeros where each exec writes its grid."""
         regs, base, d, out = self.device.gc, self.device.gc_base, program.descriptor, array("I")
 
         def sh(reg: int, *values: int) -> None:
             out.extend(pm4.set_sh_reg(base + reg, list(values), family=self.family))
         sh(regs.regCOMPUTE_PGM_LO, (program.code_va >> 8) & 0xFFFFFFFF, program.code_va >> 40)
-        sh(regs.regCOMPUTE_PGM_RSRC1, d.compute_pgm_rsrc1, d.compute_pgm_rsrc2)
+        sh(regs.regCOMPUTE_PGM_RSRC1, d.compute_pgm_rsrc1, program.rsrc2)
         sh(regs.regCOMPUTE_PGM_RSRC3, d.compute_pgm_rsrc3)
-        sh(regs.regCOMPUTE_TMPRING_SIZE, 0)  # the compiler's kernels use no scratch (private_segment_fixed_size 0)
+        scratch = program.scratch
+        if scratch is None:  # SCRATCH_EN is 0: the SPI gives its waves no scratch slot
+            sh(regs.regCOMPUTE_TMPRING_SIZE, 0)
+        else:  # architected flat scratch (GFX11+): slots and their size, and where they are (address >> 8)
+            sh(regs.regCOMPUTE_TMPRING_SIZE, scratch.tmpring_size(regs))
+            va = scratch.buffer.va >> 8
+            sh(regs.regCOMPUTE_DISPATCH_SCRATCH_BASE_LO, va & 0xFFFFFFFF,
+               (va >> 32) & regs.COMPUTE_DISPATCH_SCRATCH_BASE_HI__DATA_MASK)
         sh(regs.regCOMPUTE_RESOURCE_LIMITS, 0)
         sh(regs.regCOMPUTE_STATIC_THREAD_MGMT_SE0, 0xFFFFFFFF, 0xFFFFFFFF)
         sh(regs.regCOMPUTE_START_X, 0, 0, 0)
@@ -193,8 +204,24 @@ class AMDComputeQueue(HWQueue):
                      regs.COMPUTE_DISPATCH_INITIATOR__FORCE_START_AT_000_MASK |
                      regs.COMPUTE_DISPATCH_INITIATOR__ORDER_MODE_MASK |
                      (regs.COMPUTE_DISPATCH_INITIATOR__CS_W32_EN_MASK if d.wave32 else 0))
-        user_data = pm4.set_sh_reg(base + regs.regCOMPUTE_USER_DATA_0, [0, 0], family=self.family)
-        return out, user_data, pm4.dispatch_direct(0, 0, 0, initiator, family=self.family)
+        # User SGPRs in the order AMDGPUUsage lays them out; the program refused at load what is not served here.
+        values: list[int] = []
+        pointers: list[tuple[int, int]] = []
+        for what, n in program.user_sgprs:
+            if what == "kernarg_segment_ptr":
+                pointers.append((len(values), 0))
+            elif what == "dispatch_ptr":
+                pointers.append((len(values), program.dispatch_packet_offset))
+            elif what == "private_segment_size":  # bytes of private memory per work-item
+                values.append(d.private_segment_fixed_size)
+                continue
+            elif what != "padding":
+                raise QueueBuildError(f"exec({program.name}): user SGPRs {what} are not filled by this driver")
+            values.extend([0] * n)
+        user_data = pm4.set_sh_reg(base + regs.regCOMPUTE_USER_DATA_0, values, family=self.family) if values else []
+        first = len(user_data) - len(values)  # the register values follow the packet header and register offset
+        return (out, user_data, [(first + at, add) for at, add in pointers],
+                pm4.dispatch_direct(0, 0, 0, initiator, family=self.family))
 
     def _encode_copy(self, dst: Value, src: Value, size: int) -> None:
         raise QueueBuildError("copies on AMD go on the copy queue (SDMA): use device.copy_queue()")
