@@ -38,8 +38,11 @@ class System(ABC):
 
     # Where device locks live for devices reached through this system (see drivers/lock.py).
     lock_dir: str | None = None
-    # True when the hardware behind this system is emulated: kernels then carry their host build (compiler).
+    # True when the hardware behind this system is emulated (names and lock keys say so).
     emulated: bool = False
+    # True when that emulated hardware runs the host build a code object carries instead of its machine code (the
+    # emulated GPU's fast mode): kernels must then be compiled with compile_kernel(..., emulation=True).
+    host_kernels: bool = False
 
     # -- files and device nodes --
     @abstractmethod

@@ -5,6 +5,14 @@ opening emulated AMD:0 meet its lock exactly as on a card. Its locks live in the
 (default_lock_dir(), BAREGPU_LOCK_DIR) under keys of their own ("emulated-..."), so they never meet a real
 card's. A private machine (`private=True`, for tests) keeps its locks inside the process (a ProcessLocks
 space): it never meets another process or another private machine, and leaves nothing behind, even on kill -9.
+
+Hazard mode (emu/amd/cp.py): BAREGPU_EMU_HAZARD=<seed> turns it on for every emulated machine made without an
+explicit choice; `emulated_system(..., hazard=seed)` turns it on for one machine, `hazard=HAZARD_OFF` keeps it off.
+
+Kernels: the emulated GPU runs a code object's machine code on its wave executor (emu/amd/isa). The fast mode,
+for big benchmarks, runs the host build the code object carries instead: BAREGPU_EMU_KERNELS=host, or
+`emulated_system(..., kernels="host")`; kernels must then be compiled with compile_kernel(..., emulation=True),
+which the tensor layer does when the system's `host_kernels` says so.
 """
 from __future__ import annotations
 
@@ -12,9 +20,13 @@ import itertools
 
 from drivers.lock import ProcessLocks
 from emu.system import EmulatedSystem
-from hcq.env import env_list
+from hcq.env import EnvError, env_int, env_list, raw
 
 EMU_AMD_ENV = "BAREGPU_EMU_AMD"
+EMU_HAZARD_ENV = "BAREGPU_EMU_HAZARD"
+EMU_KERNELS_ENV = "BAREGPU_EMU_KERNELS"
+KERNEL_MODES = ("isa", "host")  # the wave executor runs the machine code (default); the host build runs instead
+HAZARD_OFF = -1  # emulated_system(hazard=HAZARD_OFF): no hazard mode whatever BAREGPU_EMU_HAZARD says
 DEFAULT_AMD_TARGETS = ("gfx1100",)
 
 _private_machines = itertools.count()
@@ -29,9 +41,33 @@ def amd_targets() -> tuple[str, ...]:
     return env_list(EMU_AMD_ENV, DEFAULT_AMD_TARGETS, TARGETS, "gfx target")
 
 
+def hazard_seed() -> int | None:
+    """The hazard-mode seed BAREGPU_EMU_HAZARD asks for (a whole number >= 0), or None when it is unset.
+
+    Raises EnvError naming the variable when the value is not such a number."""
+    if raw(EMU_HAZARD_ENV) is None:
+        return None
+    return env_int(EMU_HAZARD_ENV, 0, minimum=0, maximum=(1 << 63) - 1)
+
+
+def kernel_mode() -> str:
+    """How emulated GPUs run kernels, as BAREGPU_EMU_KERNELS asks: "isa" (default) or "host" (the fast mode)."""
+    value = raw(EMU_KERNELS_ENV)
+    if value is None:
+        return KERNEL_MODES[0]
+    if value.lower() not in KERNEL_MODES:
+        raise EnvError(EMU_KERNELS_ENV, value, "it takes isa (run the code object's machine code on the wave "
+                       "executor, the default) or host (run the host build the code object carries: faster)")
+    return value.lower()
+
+
 def emulated_system(vendor: str, targets: tuple[str, ...] | None = None, private: bool = False,
-                    **options: int) -> EmulatedSystem:
+                    hazard: int | None = None, kernels: str | None = None, **options: int) -> EmulatedSystem:
     """A new emulated machine of `vendor` with `targets` (default: BAREGPU_EMU_AMD).
+
+    `hazard`: a seed (>= 0) runs its command processors in hazard mode (work the streams leave unordered is
+    reordered, interleaved and shown stale cache contents, reproducibly per seed); None takes BAREGPU_EMU_HAZARD;
+    HAZARD_OFF turns it off. `kernels`: "isa" or "host" (see above); None takes BAREGPU_EMU_KERNELS.
 
     Machine-wide by default: its GPUs' locks meet every other process's (and this process's other machine-wide
     systems'), as cards do. `private=True` makes a machine whose GPUs only its own devices compete for: tests use
@@ -44,6 +80,15 @@ def emulated_system(vendor: str, targets: tuple[str, ...] | None = None, private
     locks = ProcessLocks(f"private emulated machine {next(_private_machines)}") if private else None
     system = EmulatedSystem(lock_dir=locks)
     from emu.amd.kfd import EmulatedKFD
-    system.kfd = EmulatedKFD(gpus, **options)  # kept on the system so tests can reach the emulated kernel
+    if hazard is None:
+        hazard = hazard_seed()
+    elif hazard < 0 and hazard != HAZARD_OFF:
+        raise ValueError(f"hazard={hazard}: a hazard seed is a whole number >= 0 (or HAZARD_OFF, or None)")
+    seed = None if hazard is None or hazard == HAZARD_OFF else hazard
+    kernels = kernel_mode() if kernels is None else kernels
+    if kernels not in KERNEL_MODES:
+        raise ValueError(f"kernels={kernels!r}: the emulated GPU runs kernels as one of {KERNEL_MODES}")
+    system.host_kernels = kernels == "host"
+    system.kfd = EmulatedKFD(gpus, hazard=seed, host_kernels=system.host_kernels, **options)  # kept on the system so tests can reach the emulated kernel
     system.kfd.install(system)
     return system

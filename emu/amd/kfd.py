@@ -196,7 +196,11 @@ class EmuGPU:
 class EmulatedKFD:
     """The emulated kernel side of KFD shared by every open file: GPUs, GTT pool, events, handles."""
 
-    def __init__(self, targets: tuple[str, ...] = ("gfx1100",), vram_limit: int = EMULATED_VRAM_LIMIT):
+    def __init__(self, targets: tuple[str, ...] = ("gfx1100",), vram_limit: int = EMULATED_VRAM_LIMIT,
+                 hazard: int | None = None, host_kernels: bool = False):
+        """`hazard`: a seed turns on the command processor's hazard mode (emu/amd/cp.py), None leaves it off.
+        `host_kernels`: the fast mode, where dispatches run the host build a code object carries instead of its
+        machine code on the wave executor (emu/amd/isa)."""
         unknown = [t for t in targets if t not in TARGETS]
         if unknown:
             raise ValueError(f"no emulated AMD GPU for {unknown}; emulated targets are {sorted(TARGETS)}")
@@ -226,6 +230,8 @@ class EmulatedKFD:
         self.faults: list[dict[str, Any]] = []
         self._queue_ids = itertools.count(1)
         self._cp: CPLink | None = None
+        self.hazard = hazard
+        self.host_kernels = host_kernels
         weakref.finalize(self, EmulatedKFD._stop_cp, self.__dict__)
 
     @staticmethod
@@ -247,7 +253,10 @@ class EmulatedKFD:
         if self._cp is None:
             return
         if bo.pool is not None:
-            self._cp.call(op="map", va=bo.va, size=bo.size, pool=bo.pool.name, off=bo.pool_off)
+            # host: whether the host can map it (GTT, or VRAM with PUBLIC): hazard mode's cache model tracks only
+            # copy-engine writes into VRAM the host cannot see, so no host reader ever meets its stale view
+            host = bo.pool is self.gtt or bool(bo.flags & kfd.KFD_IOC_ALLOC_MEM_FLAGS_PUBLIC)
+            self._cp.call(op="map", va=bo.va, size=bo.size, pool=bo.pool.name, off=bo.pool_off, host=host)
         elif bo.flags & kfd.KFD_IOC_ALLOC_MEM_FLAGS_USERPTR:
             # The GPU reaches user pages by DMA; the emulated GPU reads and writes this process's memory.
             self._cp.call(op="userptr", va=bo.va, size=bo.size, host=bo.mmap_offset, pid=os.getpid())
@@ -322,9 +331,10 @@ class EmulatedKFD:
         self.cp().call(op="poison", va=va, size=size)
 
     def cp_counters(self) -> dict[str, int]:
-        """Counters the command processor keeps: packets executed by name (`pm4.X`, `sdma.X`), `doorbells_seen`
-        (doorbell rewrites the CP found; writes between two looks coalesce), `wait_polls` (waits evaluated and not
-        yet satisfied), `bytes_copied`."""
+        """Counters the command processor keeps (emu/amd/cp.py CommandProcessor says what each counts): packets
+        executed by name (`pm4.X`, `sdma.X`), `doorbells_seen`, `wait_polls`, `bytes_copied`, `dispatches`,
+        `workgroups`, `isa_instructions` (wave-instructions the wave executor ran), `kicks`, and in hazard mode
+        `hazard_yields` and `hazard_stale_pages`."""
         return self.cp().call(op="counters").get("counters", {})
 
     def stall(self, qid: int, on: bool = True) -> None:
@@ -737,6 +747,8 @@ class KFDFile(NodeHandler):
                     raise OSCallError(errno.EINVAL, f"WAIT_EVENTS: no event {d.event_id}")
                 evs.append(ev)
             done = (lambda: all(e.signaled for e in evs)) if a.wait_for_all else (lambda: any(e.signaled for e in evs))
+            if self.dev._cp is not None and not done():  # a process goes to sleep: make the CP look at doorbells now
+                self.dev._cp.kick()
             ok = self.dev.cv.wait_for(done, timeout=a.timeout / 1000)
             a.wait_result = kfd.KFD_IOC_WAIT_RESULT_COMPLETE if ok else kfd.KFD_IOC_WAIT_RESULT_TIMEOUT
             for d, ev in zip(datas, evs):
@@ -771,25 +783,35 @@ class RenderFile(NodeHandler):
 
 
 class CPLink:
-    """The parent's end of the command processor process: synchronous control calls, and a thread that
-    receives interrupts and faults (the emulated interrupt handler)."""
+    """The parent's end of the command processor process: synchronous control calls on one socket (the caller
+    reads its own answer: no hand-over between threads), and a thread that receives interrupts and faults on
+    another (the emulated interrupt handler)."""
 
     def __init__(self, dev: EmulatedKFD):
         self.dev = dev
         parent, child = socket.socketpair()
+        self.ctl, ctl_child = socket.socketpair()
         pools = [dev.gtt, dev.doorbells] + [g.vram for g in dev.gpus]
-        fds = [child.fileno()] + [p.fd for p in pools]
-        args = [sys.executable, "-m", "emu.amd.cp", str(child.fileno())] + [f"{p.name}={p.fd}" for p in pools]
+        # The kick: an eventfd the emulated kernel writes when a process enters WAIT_EVENTS, so the CP's doorbell
+        # watcher looks at once instead of after its idle back-off (the driver sees nothing of it).
+        self.kick_fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+        fds = [child.fileno(), ctl_child.fileno(), self.kick_fd] + [p.fd for p in pools]
+        args = ([sys.executable, "-m", "emu.amd.cp", str(child.fileno())] + [f"{p.name}={p.fd}" for p in pools] +
+                [f"control={ctl_child.fileno()}", f"kick={self.kick_fd}"] +
+                ([f"hazard={dev.hazard}"] if dev.hazard is not None else []) +
+                (["host_kernels=1"] if dev.host_kernels else []))
         root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
         self.proc = subprocess.Popen(args, pass_fds=fds, env=env)
         child.close()
+        ctl_child.close()
+        self.ctl.settimeout(CP_TIMEOUT_S)
+        self._ctl_buf = b""
+        self._call_lock = threading.Lock()  # one control call at a time: its answer is the next line
         _libc.prctl(PR_SET_PTRACER, self.proc.pid, 0, 0, 0)  # userptr DMA: the CP may access this process's pages
         self.sock = parent
         self._seq = itertools.count(1)
-        self._acks: dict[int, dict[str, Any]] = {}
         self._cv = threading.Condition()
-        self._send_lock = threading.Lock()
         self.ready = False
         self.closing = False
         self.dead: str | None = None
@@ -817,11 +839,7 @@ class CPLink:
             while b"\n" in buf:
                 line, buf = buf.split(b"\n", 1)
                 msg = json.loads(line)
-                if msg["op"] == "ack":
-                    with self._cv:
-                        self._acks[msg["seq"]] = msg
-                        self._cv.notify_all()
-                elif msg["op"] == "ready":
+                if msg["op"] == "ready":
                     with self._cv:
                         self.ready = True
                         self._cv.notify_all()
@@ -830,20 +848,37 @@ class CPLink:
                 elif msg["op"] == "fault":
                     self.dev.on_fault(msg)
 
+    def kick(self) -> None:
+        """Wake the CP's doorbell watcher (and queues polling a wait); never blocks."""
+        if self.closing:  # the eventfd is (about to be) closed and its number may be reused
+            return
+        try:
+            os.eventfd_write(self.kick_fd, 1)
+        except (BlockingIOError, OSError):  # the counter is saturated (a kick is pending anyway) or closed
+            pass
+
     def call(self, **msg: Any) -> dict[str, Any]:
         """Send a control message and wait (bounded) until the CP applied it; returns its answer."""
         seq = next(self._seq)
-        try:
-            with self._send_lock:
-                self.sock.sendall((json.dumps(dict(msg, seq=seq)) + "\n").encode())
-        except OSError as e:  # the process is gone: what the kernel says of a GPU that stopped answering
-            raise OSCallError(errno.EIO, f"emulated {self.dead or 'command processor is gone'} ({e})") from None
-        with self._cv:
-            if not self._cv.wait_for(lambda: seq in self._acks or self.dead, CP_TIMEOUT_S):
-                raise OSCallError(errno.ETIMEDOUT, f"emulated command processor did not answer {msg['op']} in {CP_TIMEOUT_S} s")
+        with self._call_lock:
             if self.dead:
                 raise OSCallError(errno.EIO, f"emulated {self.dead}")
-            answer = self._acks.pop(seq)
+            try:
+                self.ctl.sendall((json.dumps(dict(msg, seq=seq)) + "\n").encode())
+                while b"\n" not in self._ctl_buf:
+                    data = self.ctl.recv(1 << 16)
+                    if not data:
+                        raise OSError(errno.EPIPE, "the control socket closed")
+                    self._ctl_buf += data
+            except socket.timeout:
+                raise OSCallError(errno.ETIMEDOUT, f"emulated command processor did not answer {msg['op']} in "
+                                                   f"{CP_TIMEOUT_S} s") from None
+            except OSError as e:  # the process is gone: what the kernel says of a GPU that stopped answering
+                raise OSCallError(errno.EIO, f"emulated {self.dead or 'command processor is gone'} ({e})") from None
+            line, self._ctl_buf = self._ctl_buf.split(b"\n", 1)
+        answer = json.loads(line)
+        if answer.get("seq") != seq:
+            raise OSCallError(errno.EIO, f"emulated command processor answered {answer} to {msg['op']} #{seq}")
         if answer.get("error"):
             raise OSCallError(errno.EINVAL, f"emulated command processor refused {msg['op']}: {answer['error']}")
         return answer
@@ -851,8 +886,8 @@ class CPLink:
     def close(self) -> None:
         self.closing = True
         try:
-            with self._send_lock:
-                self.sock.sendall(b'{"op": "quit"}\n')
+            with self._call_lock:
+                self.ctl.sendall(b'{"op": "quit"}\n')
         except OSError:
             pass
         try:
@@ -861,3 +896,5 @@ class CPLink:
             self.proc.kill()
             self.proc.wait(5)
         self.sock.close()
+        self.ctl.close()
+        os.close(self.kick_fd)
