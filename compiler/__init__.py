@@ -143,7 +143,7 @@ def compile_kernel(k: ir.Kernel, target: str, cache: Optional[KernelCache] = Non
     """Build a kernel for a target, reusing the disk cache when the IR, target and toolchain are unchanged.
 
     With emulation=True an AMD code object also carries the kernel's host build (the real ISA is still built and
-    checked): the emulated GPU runs that on the kernel-argument block the driver prepared for the real one.
+    checked), for the emulated GPU's fast mode, which runs that instead of the machine code.
     """
     if target not in TARGETS:
         raise ToolchainError(f"unknown target {target!r}; targets are {', '.join(TARGETS)}")

@@ -1,6 +1,6 @@
-"""The emulation record: a kernel's host build carried inside an AMD code object, so the emulated GPU can run a
-kernel from the very code object the driver loaded (its descriptor, kernel arguments and dispatch are the real
-path; only the instructions executed are the host build's).
+"""The emulation record: a kernel's host build carried inside an AMD code object, for the emulated GPU's fast mode
+(BAREGPU_EMU_KERNELS=host), which runs it instead of the code object's machine code on the kernel-argument block
+the driver prepared for the real one. By default the emulated GPU runs the machine code and ignores the record.
 
 Record layout, little-endian: magic "BAREGPUH", u32 name length, name (UTF-8), three u32 local sizes, u64 object
 size, the host object file.

@@ -51,6 +51,8 @@ class Runtime:
         self.dev = device if device is not None else open_device(self.name)
         self.target = "host" if type(self.dev).__name__ == "CPUDevice" else self.dev.target
         self.emulated = bool(getattr(getattr(self.dev, "system", None), "emulated", False))
+        # the emulated GPU's fast mode runs the host build a code object carries: build kernels with one
+        self.host_builds = bool(getattr(getattr(self.dev, "system", None), "host_kernels", False))
         self.cache = KernelCache()
         self.programs: dict[str, Any] = {}  # IR digest -> loaded program
         self.kernels: dict[tuple, tuple] = {}  # scheduler signature -> (program, local size, grid, name)
@@ -171,7 +173,7 @@ class Runtime:
         with self.lock:
             prog = self.programs.get(key)
             if prog is None:
-                emulation = self.emulated and self.target != "host"
+                emulation = self.host_builds and self.target != "host"
                 built = compile_kernel(kernel, self.target, self.cache, emulation=emulation)
                 prog = self.programs[key] = self.dev.load_program(built)
         return prog

@@ -112,7 +112,8 @@ def check_amd(system: System, index: int) -> Check:
         with k.if_(i < n):
             y[i] = x[i] * 2.0 + y[i]
         with tempfile.TemporaryDirectory() as tmp:
-            prog = dev.load_program(compile_kernel(k, dev.target, KernelCache(Path(tmp)), emulation=check.emulated))
+            prog = dev.load_program(compile_kernel(k, dev.target, KernelCache(Path(tmp)),
+                                                    emulation=getattr(system, "host_kernels", False)))
         count = 1000
         _, src, dst = check_bufs
         xs = np.arange(count, dtype=np.float32)

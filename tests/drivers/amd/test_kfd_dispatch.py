@@ -111,12 +111,27 @@ def test_a_kernel_built_for_another_gpu_is_refused(dev, tmp_path, lld):
         dev.load_program(compile_kernel(matmul(), "gfx1201", KernelCache(tmp_path)))
 
 
-def test_real_isa_only_code_object_faults_on_the_emulator(dev, tmp_path, lld):
+def test_a_null_kernel_argument_pointer_is_a_vm_fault_naming_the_load(dev, tmp_path, lld):
+    """The emulated GPU runs the machine code: the kernel's own scalar load of its arguments through a null pointer
+    faults, and the fault names the address, the access and the instruction."""
     prog = dev.load_program(compile_kernel(matmul(), "gfx1100", KernelCache(tmp_path)))
     dev.compute_queue().exec(prog, 0, (1, 1, 1), (8, 8, 1)).signal(dev.timeline, dev.next_timeline_value()).submit(dev)
-    with pytest.raises(Exception, match="hardware exception|carries no host build"):
+    with pytest.raises(Exception, match="page fault at 0x"):
         dev.synchronize(timeout=20)
-    assert any("carries no host build" in f["message"] for f in dev.system.kfd.faults)
+    fault = dev.system.kfd.faults[-1]["message"]
+    assert "s_load" in fault and "read" in fault, fault
+
+
+def test_the_host_kernel_mode_needs_a_host_build(tmp_path, lld):
+    d = KFDDevice(0, emulated_system("amd", ("gfx1100",), private=True, kernels="host"))
+    try:
+        prog = d.load_program(compile_kernel(matmul(), "gfx1100", KernelCache(tmp_path)))
+        d.compute_queue().exec(prog, 0, (1, 1, 1), (8, 8, 1)).signal(d.timeline, d.next_timeline_value()).submit(d)
+        with pytest.raises(Exception, match="AMD faulted"):
+            d.synchronize(timeout=20)
+        assert any("carries no host build" in f["message"] for f in d.system.kfd.faults)
+    finally:
+        d.close()
 
 
 def test_gfx942_compute_queues_say_what_is_missing():
@@ -215,19 +230,25 @@ def test_a_dropped_replay_queue_returns_its_indirect_buffer_after_its_last_run(d
     assert len(dev._buffers) == live, "the indirect buffer went back once its run finished"
 
 
-def test_a_kernel_that_kills_the_gpu_faults_the_device_instead_of_hanging(dev, tmp_path, lld):
-    """Kernel arguments full of zeros make the kernel store through a null pointer: the emulated GPU's process
-    dies, which KFD reports as a hardware exception; the wait raises at once rather than after its timeout."""
+@pytest.mark.parametrize("kernels,fault", [("isa", "page fault at 0x0"), ("host", "hardware exception")])
+def test_a_store_through_a_null_pointer_faults_the_device_instead_of_hanging(kernels, fault, tmp_path, lld):
+    """Kernel arguments full of zeros make the kernel store through a null pointer. The wave executor reports a VM
+    fault at address 0; the host build (the fast mode) kills the emulated GPU's process, which KFD reports as a
+    hardware exception. Either way the wait raises at once rather than after its timeout."""
     import time
 
     from hcq.device import DeviceFaultError
     k = Kernel("put_null", local_size=(1, 1, 1))
     out = k.buffer("out", f32, writable=True)
     out[0] = 1.0
-    prog = dev.load_program(compile_kernel(k, "gfx1100", KernelCache(tmp_path), emulation=True))
-    zeros = dev.alloc(64, H)
-    t0 = time.monotonic()
-    dev.compute_queue().exec(prog, zeros, (1, 1, 1), (1, 1, 1)).signal(dev.timeline, dev.next_timeline_value()).submit(dev)
-    with pytest.raises(DeviceFaultError, match="hardware exception"):
-        dev.synchronize(timeout=30)
-    assert time.monotonic() - t0 < 15, "the fault was only noticed at the timeout"
+    d = KFDDevice(0, emulated_system("amd", ("gfx1100",), private=True, kernels=kernels))
+    try:
+        prog = d.load_program(compile_kernel(k, "gfx1100", KernelCache(tmp_path), emulation=kernels == "host"))
+        zeros = d.alloc(64, H)
+        t0 = time.monotonic()
+        d.compute_queue().exec(prog, zeros, (1, 1, 1), (1, 1, 1)).signal(d.timeline, d.next_timeline_value()).submit(d)
+        with pytest.raises(DeviceFaultError, match=fault):
+            d.synchronize(timeout=30)
+        assert time.monotonic() - t0 < 15, "the fault was only noticed at the timeout"
+    finally:
+        d.close()
