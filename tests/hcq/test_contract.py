@@ -1,7 +1,10 @@
-"""The HCQ contract suite: the same tests against every HCQ device that exists (now the CPU device).
+"""The HCQ contract suite: the same tests against every HCQ device there is.
 
-A new driver is done when it passes these. Each device fixture yields an open device; programs are
-loaded through `load_program`, which every driver provides.
+A new driver is done when it passes these. The devices are the CPU device, the emulated AMD GPUs (gfx11 and
+gfx12), and every real GPU this machine has, found the way the drivers find them (KFD's topology for AMD);
+with none, a `real` case is skipped with the reason, so the suite says what it did not run. Each device fixture
+yields an open device; programs are loaded through `load_program`, which every driver provides. Tests that need
+fault injection (a stalled engine, a small memory limit) skip on real hardware, which cannot be told to fail.
 """
 from __future__ import annotations
 
@@ -24,28 +27,55 @@ def open_cpu(small: bool = False):
     return CPUDevice(arena_size=1 << 22) if small else CPUDevice()
 
 
-def open_amd(small: bool = False):
-    """An emulated gfx1100 behind the emulated amdkfd, on a private machine (tests may hold several at once and
+def open_amd(small: bool = False, target: str = "gfx1100"):
+    """An emulated AMD GPU behind the emulated amdkfd, on a private machine (tests may hold several at once and
     must not meet other processes); small rings so ring wraps come quickly."""
     from drivers.amd.kfd import KFDDevice
     from emu.machine import emulated_system
     options = {"vram_limit": 16 << 20} if small else {}
-    system = emulated_system("amd", ("gfx1100",), private=True, **options)
+    system = emulated_system("amd", (target,), private=True, **options)
     return KFDDevice(0, system, ring_size=4096)
 
 
-DEVICES = {"CPU": open_cpu, "AMD": open_amd}
+def open_amd_gfx12(small: bool = False):
+    return open_amd(small, "gfx1201")
+
+
+def real_devices() -> tuple[dict, str]:
+    """Openers for the real GPUs here, named as users name them, and why there are none when there are none."""
+    from drivers.amd.topology import read_topology
+    from drivers.system import LinuxSystem
+    system = LinuxSystem()
+    nodes = read_topology(system)
+    if not nodes:
+        return {}, "no real GPU on this machine (KFD lists none under /sys/class/kfd/kfd/topology/nodes)"
+
+    def opener(index: int):
+        def open_real(small: bool = False):
+            if small:
+                pytest.skip("a real GPU has no memory limit to inject")
+            from drivers.amd.kfd import KFDDevice
+            return KFDDevice(index, system)
+        return open_real
+    return {f"AMD:{i} {n.name} (real)": opener(i) for i, n in enumerate(nodes)}, ""
+
+
+REAL, NO_REAL = real_devices()
+DEVICES = {"CPU": open_cpu, "AMD": open_amd, "AMD gfx1201": open_amd_gfx12, **REAL}
+PARAMS = sorted(DEVICES) + ([] if REAL else [pytest.param("real", marks=pytest.mark.skip(reason=NO_REAL))])
 
 
 def inject_hang(dev) -> None:
     """Make the compute engine stop consuming work, the way each driver's hardware can be told to."""
+    if not getattr(getattr(dev, "system", None), "emulated", True):
+        pytest.skip("a real GPU cannot be told to hang")
     if hasattr(dev, "stall"):
         dev.stall("compute")
     else:
         dev.system.kfd.stall(dev.compute_ring.queue_id)
 
 
-@pytest.fixture(params=sorted(DEVICES))
+@pytest.fixture(params=PARAMS)
 def device(request):
     dev = DEVICES[request.param]()
     yield dev
@@ -149,15 +179,15 @@ def test_python_program_launch_reads_its_arguments(device):
 
 def compile_for(device, kernel, cache):
     """The kernel built for the device: the host for the CPU; the GPU's target (carrying the host build when the
-    GPU is emulated) otherwise."""
+    emulated GPU runs host builds, its fast mode) otherwise."""
     from compiler import compile_kernel
     if type(device).__name__ == "CPUDevice":
         return device.load_program(compile_kernel(kernel, "host", cache))
     from compiler.toolchain import lld_missing
     if lld_missing():  # a machine ./setup.sh did not prepare: AMD code objects cannot be linked
         pytest.skip(lld_missing())
-    emulated = type(device.system).__name__ == "EmulatedSystem"
-    return device.load_program(compile_kernel(kernel, device.target, cache, emulation=emulated))
+    host_builds = getattr(device.system, "host_kernels", False)
+    return device.load_program(compile_kernel(kernel, device.target, cache, emulation=host_builds))
 
 
 def test_compiled_kernel_reads_its_arguments(device, tmp_path):
@@ -285,7 +315,7 @@ def test_sustained_submission_wraps_the_ring(device):
     assert sig.value == 1200
 
 
-@pytest.mark.parametrize("name", sorted(DEVICES))
+@pytest.mark.parametrize("name", PARAMS)
 def test_allocator_exhaustion_and_recovery(name):
     dev = DEVICES[name](small=True)
     try:
