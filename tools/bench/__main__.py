@@ -13,8 +13,9 @@ import time
 
 from tools.bench import LEGEND, Bench, BenchError, Context, Result, progress, table, warm_up
 
-SUITES = ["allocator", "hcq_submit", "tensor"]
-SUITE_PREFIX = {"allocator": "allocator", "hcq_submit": "hcq", "tensor": "tensor"}  # suite name -> its ids' prefix
+SUITES = ["allocator", "hcq_submit", "tensor", "emulator"]
+# suite name -> its ids' prefix
+SUITE_PREFIX = {"allocator": "allocator", "hcq_submit": "hcq", "tensor": "tensor", "emulator": "emulator"}
 
 
 def benches() -> list[Bench]:
