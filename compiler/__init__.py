@@ -19,8 +19,8 @@ from compiler.elf import EF_AMDGPU_MACH, CodeObject, KernelDescriptor
 from compiler.emulation import emulation_record, parse_emulation_record, with_host_build
 from compiler.kernargs import KernArg, arg_layout, kernarg_size
 from compiler.llvm_render import AMD_TARGETS, NV_TARGETS, render, target_kind
-from compiler.toolchain import (ToolchainError, amd_link, amd_object, host_cpu, host_object, llvm_version, lld_version,
-                                load_host, ptx)
+from compiler.toolchain import (GPU_CODEGEN_OPTIONS, ToolchainError, amd_link, amd_object, host_cpu, host_object,
+                                llvm_version, lld_version, load_host, ptx)
 
 TARGETS = ("host",) + AMD_TARGETS + NV_TARGETS
 GENERATOR = "baregpu-compiler-3"  # bump when what a cached binary means changes
@@ -165,12 +165,12 @@ def compile_kernel(k: ir.Kernel, target: str, cache: Optional[KernelCache] = Non
         obj = host_build(llvm_ir)
         return CompiledKernel(k.name, target, obj, args, k.local_size, k.lds_bytes, None, load_host(obj, k.name), key=key)
     if kind == "nv":
-        text = cache.get_or_build((GENERATOR, key, llvm_ir, llvm_version()), target,
+        text = cache.get_or_build((GENERATOR, key, llvm_ir, llvm_version(), *GPU_CODEGEN_OPTIONS), target,
                                   lambda: ptx(llvm_ir, k.name, target).encode())
         return CompiledKernel(k.name, target, text, args, k.local_size, k.lds_bytes, key=key)
     if emulation:
         llvm_ir = with_host_build(llvm_ir, k.name, k.local_size, host_build(render(k, "host")))
-    binary = cache.get_or_build((GENERATOR, key, llvm_ir, llvm_version(), lld_version()), target,
+    binary = cache.get_or_build((GENERATOR, key, llvm_ir, llvm_version(), lld_version(), *GPU_CODEGEN_OPTIONS), target,
                                 lambda: amd_link(amd_object(llvm_ir, k.name, target), k.name))
     desc, meta = _check_amd(k, target, CodeObject(binary, k.name), args)
     return CompiledKernel(k.name, target, binary, args, k.local_size, k.lds_bytes, desc, metadata=meta, key=key)

@@ -9,6 +9,8 @@ import ctypes
 import shutil
 import subprocess
 import tempfile
+import threading
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -172,14 +174,37 @@ def load_host(obj: bytes, name: str) -> HostFunction:
     return HostFunction(obj, name)
 
 
+# LLVM 22's MachineSink (llvmlite's LLVM) moves LDS loads below the next workgroup barrier (fence release;
+# s_barrier; fence acquire), where they race with other waves' stores of the next tile; llc-19 keeps them above it.
+# The emulated GPU's wave executor found it: a tiled matmul with edge tiles, (65,33)@(33,64), came out wrong from
+# column 32. GPU code is therefore built with the pass off (cl::opt options are process-wide, hence the lock); host
+# code, which has no barriers (the host renderer cuts kernels at them), keeps it. Part of every GPU cache key.
+GPU_CODEGEN_OPTIONS = ("-disable-machine-sink",)
+_options_lock = threading.Lock()
+
+
+@contextmanager
+def _gpu_codegen() -> Any:
+    llvm = _llvm()
+    with _options_lock:
+        for opt in GPU_CODEGEN_OPTIONS:
+            llvm.set_option("", f"{opt}=true")
+        try:
+            yield
+        finally:
+            for opt in GPU_CODEGEN_OPTIONS:
+                llvm.set_option("", f"{opt}=false")
+
+
 def amd_object(llvm_ir: str, name: str, gfx: str) -> bytes:
     """A relocatable amdgcn-amd-amdhsa object for processor `gfx` (the module carries code object v5)."""
     llvm = _llvm()
     tm = llvm.Target.from_triple(AMD_TRIPLE).create_target_machine(cpu=gfx, opt=3, reloc="pic")
     mod = _parse(llvm_ir, name)
     mod.triple, mod.data_layout = AMD_TRIPLE, str(tm.target_data)
-    _optimize(mod, tm)
-    return tm.emit_object(mod)
+    with _gpu_codegen():
+        _optimize(mod, tm)
+        return tm.emit_object(mod)
 
 
 def ptx(llvm_ir: str, name: str, sm: str) -> str:
@@ -188,8 +213,9 @@ def ptx(llvm_ir: str, name: str, sm: str) -> str:
     tm = llvm.Target.from_triple(NV_TRIPLE).create_target_machine(cpu=sm, opt=3)
     mod = _parse(llvm_ir, name)
     mod.triple, mod.data_layout = NV_TRIPLE, str(tm.target_data)
-    _optimize(mod, tm)
-    return tm.emit_assembly(mod)
+    with _gpu_codegen():
+        _optimize(mod, tm)
+        return tm.emit_assembly(mod)
 
 
 def amd_link(obj: bytes, name: str) -> bytes:
