@@ -284,3 +284,44 @@ def test_foreign_kernels_run_on_the_emulated_gpu(dev):
     np.testing.assert_array_equal(got[n:], -1)
     i = np.arange(96, dtype=np.uint64)
     np.testing.assert_array_equal(out.numpy(np.uint64), i + 16 + 96 + (1 << 40))  # i + private size + grid + bias
+
+
+# scale_add as clang -mwavefrontsize64 would lay it out: 64-lane waves, a 64-bit VCC and EXEC, and no user-SGPR
+# padding (LLVM pads only gfx1100 wave32 kernels), so the workgroup id follows the kernarg pointer in s2.
+WAVE64 = {".amdhsa_wavefront_size32 1": ".amdhsa_wavefront_size32 0", ".wavefront_size: 32": ".wavefront_size: 64",
+          ".amdhsa_user_sgpr_count 15": ".amdhsa_user_sgpr_count 2",
+          "s_load_b32 s2, s[0:1], 0x24": "s_load_b32 s12, s[0:1], 0x24",
+          "s_and_b32 s2, s2, 0xffff": "s_and_b32 s12, s12, 0xffff", "s_mul_i32 s2, s2, s15": "s_mul_i32 s2, s12, s2",
+          "v_cmp_gt_i32 vcc_lo, s3, v1": "v_cmp_gt_i32 vcc, s3, v1",
+          "s_and_saveexec_b32 s8, vcc_lo": "s_and_saveexec_b64 s[8:9], vcc"}
+
+
+@pytest.mark.skipif(not ISA_EXECUTOR, reason="needs the ISA executor (emu/amd/isa/dispatch.py)")
+@pytest.mark.parametrize("target", ["gfx1100", "gfx1201"])
+def test_a_wave64_kernel_runs_all_64_lanes(target):
+    """The descriptor asks for wave64: the dispatch leaves CS_W32_EN clear and every lane of a 64-lane wave runs (a
+    wave32 executor would leave lanes 32-63 of each workgroup unwritten)."""
+    d = _device(target)
+    try:
+        edits = dict(WAVE64)
+        if target.startswith("gfx12"):  # GFX12 has neither mode bit, and its workgroup id x is in TTMP9
+            edits.update({"\t\t.amdhsa_dx10_clamp 1\n": "", "\t\t.amdhsa_ieee_mode 1\n": "",
+                          "s_mul_i32 s2, s2, s15": "s_mul_i32 s2, s12, ttmp9"})
+        add = d.load_program(build("scale_add", edits, target, wave64=True), "scale_add", (64, 1, 1))
+        assert not add.descriptor.wave32
+        x = np.arange(192, dtype=np.float32) / 8
+        src, dst = d.alloc(x.nbytes, H), d.alloc(x.nbytes, H)
+        src.numpy(np.float32)[:] = x
+        dst.numpy(np.float32)[:] = -1
+        n, groups = 150, (3, 1, 1)
+        q = d.compute_queue().memory_barrier()
+        q.exec(add, add.pack_args(dst.va, src.va, n, global_size=groups, local_size=(64, 1, 1)), groups, (64, 1, 1))
+        q.signal(d.timeline, d.next_timeline_value()).submit(d)
+        d.synchronize(timeout=60)
+        got = dst.numpy(np.float32)
+        np.testing.assert_array_equal(got[:n], x[:n] * 2 + 1)
+        np.testing.assert_array_equal(got[n:], -1)
+        (launch,) = [p for p in pm4.decode(q.cmd) if p.name == "DISPATCH_DIRECT"]
+        assert not launch.fields["initiator"] & d.gc.COMPUTE_DISPATCH_INITIATOR__CS_W32_EN_MASK
+    finally:
+        d.close()

@@ -34,13 +34,15 @@ def source(name: str, edits: dict[str, str] | None = None, target: str = "gfx110
 
 
 @lru_cache(maxsize=64)
-def assemble(text: str, target: str = "gfx1100") -> bytes:
-    """A linked code object from assembly text."""
+def assemble(text: str, target: str = "gfx1100", wave64: bool = False) -> bytes:
+    """A linked code object from assembly text (wave64: assembled for 64-lane waves, as clang -mwavefrontsize64)."""
     from compiler.toolchain import lld_path
     with tempfile.TemporaryDirectory() as d:
         src, obj, out = Path(d, "k.s"), Path(d, "k.o"), Path(d, "k.co")
         src.write_text(text)
         mc = [LLVM_MC, "-triple=amdgcn-amd-amdhsa", f"-mcpu={target}", "-filetype=obj", str(src), "-o", str(obj)]
+        if wave64:
+            mc.insert(3, "-mattr=+wavefrontsize64")
         for cmd in (mc, [lld_path(), "-shared", str(obj), "-o", str(out)]):
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
             if proc.returncode:
@@ -48,8 +50,8 @@ def assemble(text: str, target: str = "gfx1100") -> bytes:
         return out.read_bytes()
 
 
-def build(name: str, edits: dict[str, str] | None = None, target: str = "gfx1100") -> bytes:
-    return assemble(source(name, edits, target), target)
+def build(name: str, edits: dict[str, str] | None = None, target: str = "gfx1100", wave64: bool = False) -> bytes:
+    return assemble(source(name, edits, target), target, wave64)
 
 
 def patch_descriptor(binary: bytes, kernel: str, *, props_or: int = 0, rsrc2_or: int = 0, preload: int = 0) -> bytes:
