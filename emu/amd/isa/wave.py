@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 import struct
+import threading
 from typing import Any, Callable, Optional
 
 import numpy as np
@@ -44,7 +45,7 @@ _NOPS = {"s_nop", "s_delay_alu", "s_clause", "s_sendmsg", "s_sendmsghalt", "s_se
 class ISAFault(GPUFault):
     """A fault a kernel caused that is not a memory access: an instruction the executor does not know or that must
     never run (s_code_end, s_trap), a register the dispatch did not allocate, a barrier not every wave reaches, a
-    wave that never ends."""
+    wave that never ends, two waves of a workgroup racing on an LDS byte between barriers ("lds race")."""
 
 
 def _alu() -> Any:
@@ -168,7 +169,7 @@ class Wave:
     """One wavefront's state. SGPRs live in `s`, indexed by the operand code (0-105 SGPRs, 106/107 VCC, 108-123
     TTMPs, 125 M0, 126/127 EXEC); `v` is the VGPR file, one row per register, one column per lane."""
     __slots__ = ("s", "v", "scc", "exec", "em", "full", "pc", "prog", "lds", "scratch", "index", "done",
-                 "at_barrier", "count", "group", "vm")
+                 "at_barrier", "count", "group", "vm", "races")
 
     def __init__(self, prog: Program, vm: AddressSpace, index: int, lds: np.ndarray,
                  scratch: Optional[tuple[int, int]] | str, group: int):
@@ -181,6 +182,7 @@ class Wave:
         self.pc = prog.entry
         self.done = self.at_barrier = False
         self.count = 0
+        self.races: Optional[LDSRaces] = None  # run_workgroup sets the workgroup's LDS race tracker (2+ waves)
         self.set_exec(prog.full_mask)
 
     def set_exec(self, bits: int) -> None:
@@ -231,6 +233,152 @@ class Wave:
             ins = self.prog.instrs.get(self.pc)
             e.instr = describe(ins) if ins is not None else None
             e.where = f"workgroup {self.group} wave {self.index}"
+
+
+class LDSRaces:
+    """The LDS race detector of one workgroup. Between two barriers (an epoch) the waves of a workgroup run in an
+    order hardware does not promise, so two waves touching one LDS byte in the same epoch, at least one of them
+    writing it, is a data race: the emulator faults on it rather than give the answer its wave order happens to
+    give. Per LDS byte it keeps the last writer as one int64 stamp (epoch << 38 | atomic << 37 | wave << 32 | pc)
+    and, per wave, when it last read the byte (epoch << 32 | atomic << 31 | pc), so every check is one gather and
+    compare over the lanes' byte addresses, and the pcs are there to name both instructions. Accesses of one wave
+    never race; atomics do not race with each other. Stamps only ever compare against the current epoch, so the
+    arrays are reused across workgroups (each starts a new epoch) and are never cleared."""
+    WAVES = 32  # a 1024-work-item workgroup of wave32: the most a workgroup has (the wave field is 5 bits)
+    _W_ATOMIC, _R_ATOMIC, _PC = 1 << 37, 1 << 31, (1 << 31) - 1
+    _EPOCHS = 1 << 25  # epoch << 38 must stay inside an int64
+    _cache = threading.local()  # per thread (dispatches may run workgroups on several): (size, waves) -> tracker
+
+    def __init__(self, size: int, waves: int):
+        self.size, self.waves = size, waves
+        # zeros, not a fill: calloc'd pages cost nothing until touched; stamp 0 is older than any epoch (they start at 1)
+        self.writer = np.zeros(size, np.int64)
+        self.reads = np.zeros((waves, size), np.int64)
+        self.rows = list(self.reads)  # the per-wave views, made once
+        self.epoch, self.wbase, self.rbase, self.group = 0, 0, 0, 0
+        self.loaders = self.storers = self.atomics = 0  # bitmasks of the waves that did each kind this epoch
+
+    @classmethod
+    def for_workgroup(cls, waves: list[Wave]) -> Optional["LDSRaces"]:
+        """The tracker the waves of one workgroup share, at a fresh epoch; None where no race can happen (one wave,
+        no LDS) or the waves cannot be told apart in a stamp."""
+        if len(waves) < 2 or not len(waves[0].lds) or any(not 0 <= w.index < cls.WAVES for w in waves):
+            return None
+        cache = getattr(cls._cache, "d", None)
+        if cache is None:
+            cache = cls._cache.d = {}
+        key = (len(waves[0].lds), max(w.index for w in waves) + 1)
+        t = cache.get(key)
+        if t is None:
+            if len(cache) >= 8:
+                cache.clear()
+            t = cache[key] = cls(*key)
+        t.group = waves[0].group
+        t.next_epoch()
+        return t
+
+    def next_epoch(self) -> None:
+        """A barrier every wave passed (or a new workgroup): nothing before it races with anything after it."""
+        self.epoch += 1
+        if self.epoch >= self._EPOCHS:
+            self.writer.fill(0)
+            self.reads.fill(0)
+            self.epoch = 1
+        self.wbase, self.rbase = self.epoch << 38, self.epoch << 32
+        self.loaders = self.storers = self.atomics = 0
+
+    # --- the three kinds of access; `a` holds the byte addresses (any shape), pc the code offset. Each records the
+    # access with one scatter; the checks run only when another wave did the conflicting kind of access in this
+    # epoch (the bitmasks), which the first wave to reach an epoch, and any epoch only loading, never pays ---
+    def load(self, w: Wave, a: np.ndarray, pc: int) -> None:
+        bit = 1 << w.index
+        if (self.storers | self.atomics) & ~bit:
+            wr = self.writer[a]
+            if wr.max() >= self.wbase:  # something wrote these bytes this epoch: fine if only this wave did
+                self._check_writer(w, a, wr, pc, "load", atomic_ok=False)
+        self.loaders |= bit
+        self.rows[w.index][a] = self.rbase | pc
+
+    def store(self, w: Wave, a: np.ndarray, pc: int) -> None:
+        me = w.index
+        bit = 1 << me
+        if (self.storers | self.atomics) & ~bit:
+            wr = self.writer[a]
+            if wr.max() >= self.wbase:
+                self._check_writer(w, a, wr, pc, "store", atomic_ok=False)
+        if (self.loaders | self.atomics) & ~bit:
+            rd = self.reads[:, a]
+            if rd.max() >= self.rbase:
+                self._check_readers(w, a, rd, pc, "store", atomic_ok=False)
+        self.storers |= bit
+        self.writer[a] = self.wbase | me << 32 | pc
+
+    def atomic(self, w: Wave, a: np.ndarray, pc: int) -> None:
+        """A read-modify-write (ds_add_u32, ...): races with plain accesses of other waves, not with their atomics."""
+        me = w.index
+        bit = 1 << me
+        wr = self.writer[a]
+        same = wr >= self.wbase
+        if self.storers & ~bit and same.any():
+            self._check_writer(w, a, wr, pc, "atomic", atomic_ok=True)
+        if self.loaders & ~bit:
+            rd = self.reads[:, a]
+            if rd.max() >= self.rbase:
+                self._check_readers(w, a, rd, pc, "atomic", atomic_ok=True)
+        self.atomics |= bit
+        self.rows[me][a] = self.rbase | self._R_ATOMIC | pc
+        mine = same & ((wr & self._W_ATOMIC) == 0)  # keep this wave's own plain write: others' atomics race with it
+        self.writer[a] = np.where(mine, wr, self.wbase | self._W_ATOMIC | me << 32 | pc)
+
+    # --- the slow paths: some byte was touched this epoch; find whether another wave did, and say which ---
+    def _check_writer(self, w: Wave, a: np.ndarray, wr: np.ndarray, pc: int, kind: str, atomic_ok: bool) -> None:
+        same = wr >= self.wbase
+        atom = same & ((wr & self._W_ATOMIC) != 0)
+        plain = same & ~atom & (((wr >> 32) & 31) != w.index)
+        if plain.any():
+            self._fault(w, pc, kind, a[plain], ((wr[plain] >> 32) & 31), wr[plain] & 0xFFFFFFFF, "store")
+        if atom.any() and not atomic_ok:  # who did the atomics: the per-wave stamps know (the writer keeps the last)
+            self._check_readers(w, a[atom], self.reads[:, a[atom]], pc, kind, atomic_ok=False, atomics_only=True)
+
+    def _check_readers(self, w: Wave, a: np.ndarray, rd: np.ndarray, pc: int, kind: str, atomic_ok: bool,
+                       atomics_only: bool = False) -> None:
+        hit = rd >= self.rbase
+        hit[w.index] = False
+        if atomics_only:
+            hit &= (rd & self._R_ATOMIC) != 0
+        elif atomic_ok:
+            hit &= (rd & self._R_ATOMIC) == 0
+        if hit.any():
+            wave_of = np.argmax(hit, axis=0)  # per byte, the first other wave that touched it
+            cols = hit.any(axis=0)
+            stamp = np.take_along_axis(rd, wave_of[None], 0)[0]
+            theirs = np.where((stamp & self._R_ATOMIC) != 0, "atomic", "load")[cols]
+            self._fault(w, pc, kind, a[cols], wave_of[cols], stamp[cols] & self._PC, theirs)
+
+    def _fault(self, w: Wave, pc: int, kind: str, addrs: np.ndarray, waves: np.ndarray, pcs: np.ndarray,
+               theirs: Any) -> None:
+        """Raise the race: the lowest racing byte, and the run of bytes after it that raced with the same access."""
+        addrs, waves, pcs = addrs.ravel(), waves.ravel(), pcs.ravel()
+        theirs = np.broadcast_to(np.asarray(theirs), addrs.shape)
+        order = np.argsort(addrs, kind="stable")
+        addrs, waves, pcs, theirs = addrs[order], waves[order], pcs[order], theirs[order]
+        lo = hi = int(addrs[0])
+        j, opc, okind = int(waves[0]), int(pcs[0]), str(theirs[0])
+        for x, v, q in zip(addrs[1:].tolist(), waves[1:].tolist(), pcs[1:].tolist()):
+            if x == hi:
+                continue
+            if x != hi + 1 or v != j or q != opc:
+                break
+            hi = x
+        prog = w.prog
+        name = (lambda p: describe(prog.instrs[p]) if p in prog.instrs else "an LDS instruction")
+        verb = {"load": "reads", "store": "writes", "atomic": "atomically updates"}[kind]
+        done = {"load": "read with", "store": "wrote with", "atomic": "atomically updated with"}[okind]
+        where = f"byte {lo:#x}" if lo == hi else f"bytes {lo:#x}-{hi:#x}"
+        barrier = "s_barrier_signal/s_barrier_wait" if prog.gfx12 else "s_barrier"
+        raise ISAFault(f"workgroup {w.group}: LDS race on {where}: wave {w.index} {name(pc)} at pc "
+                       f"{prog.base + pc:#x} {verb} what wave {j} {done} {name(opc)} at pc {prog.base + opc:#x} "
+                       f"since the last barrier (no {barrier} orders them)", "lds race", None)
 
 
 def _reader_vector(c: "_Compiler", o: Operand, typ: str) -> Callable:
@@ -543,7 +691,7 @@ class _MemMixin:
         return store
 
     def lds(self) -> Callable:
-        ins, op, nxt = self.ins, self.ins.op, self.next
+        ins, op, nxt, pc = self.ins, self.ins.op, self.next, self.pc  # pc: for the race tracker (LDSRaces)
         f = ins.fields
         two = "2addr" in op
         stride = 64 if "stride64" in op else 1
@@ -582,7 +730,11 @@ class _MemMixin:
                 def load2(w: Wave) -> int:
                     lanes = lanes_of(w)
                     if len(lanes):  # both addresses before any write: the destination may overlap the address
-                        halves = [np.ascontiguousarray(w.lds[addrs(w, lanes, o)]).view("<u4") for o in offs]
+                        where = [addrs(w, lanes, o) for o in offs]
+                        if w.races is not None:
+                            for a in where:
+                                w.races.load(w, a, pc)
+                        halves = [np.ascontiguousarray(w.lds[a]).view("<u4") for a in where]
                         for h, words in enumerate(halves):
                             for j in range(k):
                                 w.v[dst + h * k + j, lanes] = words[:, j]
@@ -593,7 +745,10 @@ class _MemMixin:
             def load(w: Wave) -> int:
                 lanes = lanes_of(w)
                 if len(lanes):
-                    put(w, lanes, np.ascontiguousarray(w.lds[addrs(w, lanes, offs[0])]))
+                    a = addrs(w, lanes, offs[0])
+                    if w.races is not None:
+                        w.races.load(w, a, pc)
+                    put(w, lanes, np.ascontiguousarray(w.lds[a]))
                 return nxt
             return load
         gets = [self.store_data(d, size, d16) for d in data[:2 if two else 1]]
@@ -604,7 +759,10 @@ class _MemMixin:
             lanes = lanes_of(w)
             if len(lanes):
                 for get, o in zip(gets, offs):
-                    w.lds[addrs(w, lanes, o)] = get(w, lanes)
+                    a = addrs(w, lanes, o)
+                    if w.races is not None:
+                        w.races.store(w, a, pc)
+                    w.lds[a] = get(w, lanes)
             return nxt
         return store
 
@@ -989,9 +1147,13 @@ class _Compiler(_MemMixin):
 def run_workgroup(waves: list[Wave]) -> int:
     """Run the waves of one workgroup to the end: each runs until it ends or reaches a barrier; once every wave
     that has not ended waits at the barrier, all continue. A wave that ends while others wait at a barrier it never
-    reached is a fault (on hardware the others would run on without it: a kernel bug either way). Returns the
-    instructions executed."""
+    reached is a fault (on hardware the others would run on without it: a kernel bug either way). Two waves
+    touching one LDS byte between two barriers, one of them writing it, is a race (LDSRaces): a fault, since the
+    result would be whatever this one-wave-after-another order gives. Returns the instructions executed."""
     live = list(waves)
+    races = LDSRaces.for_workgroup(waves)  # a workgroup of one wave cannot race with itself: no tracking
+    for w in waves:
+        w.races = races
     while live:
         for w in live:
             if not w.at_barrier:
@@ -1006,4 +1168,6 @@ def run_workgroup(waves: list[Wave]) -> int:
         live = waiting
         for w in live:
             w.at_barrier = False
+        if races is not None:  # every live wave passed the barrier: a new epoch
+            races.next_epoch()
     return sum(w.count for w in waves)

@@ -92,14 +92,16 @@ def test_every_corpus_instruction_prints_as_llvm_objdump_does(corpus, target, tm
 
 
 @needs_llvm
-def test_tiled_matmul_uses_scratch_on_gfx1100(corpus):
-    """The tiled matmul (70x45 @ 45x130) spills to scratch on gfx1100 and dual-issues: the decoder sees both."""
+def test_tiled_matmul_decodes_lds_barriers_and_dual_issue_on_gfx1100(corpus):
+    """The tiled matmul (70x45 @ 45x130) stages through LDS, meets at barriers and dual-issues; it spilled to
+    scratch while LLVM's MachineSink ran on GPU code (compiler/toolchain.py), so scratch is checked when present
+    (and by the hand-written encodings below, and the foreign dispatch_scratch kernel, either way)."""
     binary = dict(corpus["gfx1100"])["matmul_70x45x130_float32"]
     ins = decode_all(_text(CodeObject(binary))[1], "gfx1100")
     ops = {i.op for i in ins} | {h.op for i in ins for h in i.dual}
-    assert {"scratch_store_b128", "scratch_load_b128", "s_barrier", "ds_load_b128", "v_fmac_f32"} <= ops
-    store = next(i for i in ins if i.op == "scratch_store_b128")
-    assert store.enc == "SCRATCH" and store.src[0].count == 4 and store.src[-1] == Operand(NULL)
+    assert {"s_barrier", "ds_load_b128", "v_fmac_f32"} <= ops
+    for store in (i for i in ins if i.op == "scratch_store_b128"):
+        assert store.enc == "SCRATCH" and store.src[0].count == 4 and store.src[-1] == Operand(NULL)
 
 
 def mc_all(lines: list[str], target: str) -> list[bytes]:
