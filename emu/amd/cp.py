@@ -26,8 +26,10 @@ write into device memory the host cannot map stays invisible to a compute queue'
 invalidates its shader caches with ACQUIRE_MEM. Fault messages name the seed.
 
 Messages are JSON lines on two sockets. Control (parent asks, CP answers each with an ack): map, userptr, unmap,
-queue, destroy, stall, delay, poison, counters, quit. Events (CP to parent): interrupt (a RELEASE_MEM or TRAP with
-a context id), fault, ready.
+queue, destroy, stall, delay, poison, counters, quit. Map and userptr are posted instead (no ack): the parent counts
+them in a shared word before its ioctl returns, and a queue waits until they are applied before running what a
+doorbell brought, so the driver never waits for a mapping and still never meets one missing. Events (CP to
+parent): interrupt (a RELEASE_MEM or TRAP with a context id), fault, ready.
 """
 from __future__ import annotations
 
@@ -136,6 +138,7 @@ DOORBELL_ACTIVE_S, DOORBELL_ACTIVE_WINDOW_S, DOORBELL_IDLE_S = 200e-6, 0.01, 0.0
 # A queue blocked on an unsatisfied wait re-reads memory with this back-off; writes by other queues of this process
 # and kicks wake it at once, so the back-off only bounds how late a host write is seen.
 WAIT_POLL_MIN_S, WAIT_POLL_MAX_S = 20e-6, 0.002
+POSTED_TIMEOUT_S = 10.0  # the most a queue waits for the control thread to apply posted mappings
 # Hazard mode: per packet, the chance a queue yields (sleeping one of the durations) and the chance it runs a piece
 # of a pending dispatch; the most pieces one dispatch's workgroups are cut into; the stale pages a compute queue
 # remembers (older ones are dropped: an evicted line reads fresh, which hardware may also do).
@@ -263,6 +266,7 @@ class Queue:
     rng: random.Random | None = None  # hazard mode only
     vm: AddressSpace = field(default_factory=AddressSpace)  # the wave executor's view of GPU memory
     code_cache: dict = field(default_factory=dict)  # decoded kernels by code address (per queue: queues run in threads)
+    setup_cache: dict = field(default_factory=dict)  # decoded dispatch registers (isa_launch's setup_cache)
     stale: dict[int, Any] = field(default_factory=dict)  # hazard mode, compute: page VA -> StalePage
 
 
@@ -322,14 +326,18 @@ class Memory:
     process and are reached with process_vm_readv/writev, as a GPU reaches user pages by DMA.
 
     The tables are replaced, never changed in place, so queue threads may read them while the control thread
-    maps and unmaps."""
+    maps and unmaps. `generation` counts the changes: it goes up after a table is replaced, so a reader that reads
+    it first and the tables after sees tables at least that new (the wave executor's maps resync only when it
+    moved)."""
 
     def __init__(self, pools: dict[str, int]):
         self.pools = pools
         self.ranges: dict[int, int] = {}  # va -> size
         self.hidden: dict[int, int] = {}  # va -> size of the VRAM buffers the host cannot map (no PUBLIC flag)
         self.userptr: dict[int, tuple[int, int, int]] = {}  # va -> (size, host address, pid)
+        self.remote: dict[int, tuple[int, UserPages]] = {}  # userptr va -> (size, the wave executor's accessor)
         self.poisoned: list[tuple[int, int]] = []  # fault injection: ranges that fault although mapped
+        self.generation = 0
 
     def map(self, va: int, size: int, pool: str, off: int, host: bool = True) -> None:
         ret = _libc.mmap(va, size, PROT_RW, MAP_SHARED | MAP_FIXED_NOREPLACE, self.pools[pool], off)
@@ -338,23 +346,30 @@ class Memory:
         self.ranges = {**self.ranges, va: size}
         if not host:
             self.hidden = {**self.hidden, va: size}
+        self.generation += 1
 
     def unmap(self, va: int) -> None:
         """Drop a mapping; the caller holds the map gate exclusively."""
         size = self.ranges.get(va)
         self.ranges = {k: v for k, v in self.ranges.items() if k != va}
         self.hidden = {k: v for k, v in self.hidden.items() if k != va}
+        self.generation += 1
         if size:
             _libc.munmap(va, size)
 
     def add_userptr(self, va: int, size: int, host: int, pid: int) -> None:
         self.userptr = {**self.userptr, va: (size, host, pid)}
+        self.remote = {**self.remote, va: (size, UserPages(self, va))}  # one accessor per mapping: syncs keep it
+        self.generation += 1
 
     def drop_userptr(self, va: int) -> None:
         self.userptr = {k: v for k, v in self.userptr.items() if k != va}
+        self.remote = {k: v for k, v in self.remote.items() if k != va}
+        self.generation += 1
 
     def poison(self, va: int, size: int) -> None:
         self.poisoned = self.poisoned + [(va, size)]
+        self.generation += 1
 
     def is_hidden(self, va: int, size: int) -> bool:
         """Whether [va, va+size) lies in VRAM the host cannot map (the cache model tracks only such memory)."""
@@ -441,7 +456,7 @@ class CommandProcessor:
     """
 
     def __init__(self, sock: socket.socket, ctl: socket.socket, pools: dict[str, int], kick_fd: int | None = None,
-                 hazard: int | None = None, host_kernels: bool = False):
+                 hazard: int | None = None, host_kernels: bool = False, posted_fd: int | None = None):
         self.sock, self.ctl = sock, ctl  # events to the parent (any thread); control requests and their answers
         self.mem = Memory(pools)
         size = os.fstat(pools["doorbells"]).st_size
@@ -458,6 +473,12 @@ class CommandProcessor:
         self._send_lock = threading.Lock()
         self._stopping = False
         self._buf = b""
+        # Posted control messages (emu/amd/kfd.py CPLink.post): the emulated kernel's count of those sent, in a
+        # shared word, and how many of them the control thread applied.
+        self.posted = None if posted_fd is None else ctypes.c_uint64.from_address(
+            _libc.mmap(None, PAGE, PROT_RW, MAP_SHARED, posted_fd, 0))
+        self.applied = 0
+        self._applied_cv = threading.Condition()
 
     def send(self, **msg: Any) -> None:
         data = (json.dumps(msg) + "\n").encode()
@@ -473,11 +494,34 @@ class CommandProcessor:
         self.ctl.sendall((json.dumps(msg) + "\n").encode())
 
     def control(self, msg: dict[str, Any]) -> bool:
+        if "posted" in msg:  # posted (map, userptr): no answer; queues wait on `applied` instead
+            try:
+                if msg["op"] not in ("map", "userptr"):
+                    raise KeyError(f"{msg['op']} cannot be posted")
+                self._control(msg)
+            except (Fault, OSError, KeyError) as e:  # the mapping the driver was promised is not there
+                self.send(op="fault", qid=None, kind="internal error", va=None,
+                          message=f"emulated command processor could not apply posted {msg['op']}: {e}")
+            with self._applied_cv:
+                self.applied = msg["posted"]
+                self._applied_cv.notify_all()
+            return True
         try:
             return self._control(msg)
         except (Fault, OSError, KeyError) as e:
             self.reply(op="ack", seq=msg.get("seq"), error=str(e))
             return True
+
+    def await_posted(self) -> None:
+        """Before a queue runs what a doorbell brought: every control message the emulated kernel posted before
+        it (the shared posted count, read after the doorbell) has been applied here."""
+        if self.posted is None:
+            return
+        want = self.posted.value
+        if self.applied >= want:
+            return
+        with self._applied_cv:
+            self._applied_cv.wait_for(lambda: self.applied >= want or self._stopping, POSTED_TIMEOUT_S)
 
     def _control(self, msg: dict[str, Any]) -> bool:
         op = msg["op"]
@@ -529,7 +573,8 @@ class CommandProcessor:
             return True
         elif op == "quit":
             return False
-        self.reply(op="ack", seq=msg.get("seq"))
+        if "posted" not in msg:
+            self.reply(op="ack", seq=msg.get("seq"))
         return True
 
     def read_control(self) -> bool:
@@ -630,6 +675,7 @@ class CommandProcessor:
 
     def _turn(self, q: Queue) -> str:
         self.ring_doorbell(q)
+        self.await_posted()  # after reading the doorbell: the mappings posted before it are in place
         if q.stalled or time.monotonic() < q.not_before:
             return "held"
         q.waiting = False
@@ -1015,10 +1061,14 @@ class CommandProcessor:
             raise Fault("bad packet", f"queue {q.qid}: DISPATCH_DIRECT without COMPUTE_SHADER_EN")
         if not self.host_kernels:
             mem = self.mem
-            q.vm.sync(mem.ranges, mem.poisoned, {va: (n, UserPages(mem, va)) for va, (n, _, _) in mem.userptr.items()})
+            generation = mem.generation  # first: the tables read after it are at least this new
+            q.vm.sync(mem.ranges, mem.poisoned, mem.remote, generation)
+            # Every register but the user data, as the key of the queue's decoded set-ups (isa_launch)
+            user_data = q.gc_base + (gc12 if q.target.startswith("gfx12") else gc11).regCOMPUTE_USER_DATA_0
+            regs_key = tuple(kv for kv in q.sh_regs.items() if not user_data <= kv[0] < user_data + 16)
             try:
                 launch = isa_launch(q.vm, lambda name: self.reg(q, name), (gx, gy, gz), initiator, q.target,
-                                    q.code_cache)
+                                    q.code_cache, q.setup_cache, regs_key)
             except GPUFault as e:
                 raise Fault(e.kind, f"queue {q.qid}: {e}", e.va) from None
             return ISALaunch(self, q, launch)
@@ -1172,13 +1222,15 @@ class CommandProcessor:
 
 
 def main() -> None:
-    """Entry point: python -m emu.amd.cp EVENTS_FD NAME=FD ... control=FD [kick=FD] [hazard=SEED] [host_kernels=1]"""
+    """Entry point: python -m emu.amd.cp EVENTS_FD NAME=FD ... control=FD [kick=FD] [posted=FD] [hazard=SEED]
+    [host_kernels=1]"""
     sock = socket.socket(fileno=int(sys.argv[1]))
     args = {k: int(v) for k, v in (a.split("=") for a in sys.argv[2:])}
     ctl = socket.socket(fileno=args.pop("control"))
     kick, hazard = args.pop("kick", None), args.pop("hazard", None)
     host_kernels = bool(args.pop("host_kernels", 0))
-    CommandProcessor(sock, ctl, args, kick, hazard, host_kernels).run()
+    posted = args.pop("posted", None)
+    CommandProcessor(sock, ctl, args, kick, hazard, host_kernels, posted).run()
 
 
 if __name__ == "__main__":

@@ -256,10 +256,10 @@ class EmulatedKFD:
             # host: whether the host can map it (GTT, or VRAM with PUBLIC): hazard mode's cache model tracks only
             # copy-engine writes into VRAM the host cannot see, so no host reader ever meets its stale view
             host = bo.pool is self.gtt or bool(bo.flags & kfd.KFD_IOC_ALLOC_MEM_FLAGS_PUBLIC)
-            self._cp.call(op="map", va=bo.va, size=bo.size, pool=bo.pool.name, off=bo.pool_off, host=host)
+            self._cp.post(op="map", va=bo.va, size=bo.size, pool=bo.pool.name, off=bo.pool_off, host=host)
         elif bo.flags & kfd.KFD_IOC_ALLOC_MEM_FLAGS_USERPTR:
             # The GPU reaches user pages by DMA; the emulated GPU reads and writes this process's memory.
-            self._cp.call(op="userptr", va=bo.va, size=bo.size, host=bo.mmap_offset, pid=os.getpid())
+            self._cp.post(op="userptr", va=bo.va, size=bo.size, host=bo.mmap_offset, pid=os.getpid())
 
     def _cp_unmap(self, bo: "BO") -> None:
         if self._cp is not None and (bo.pool is not None or bo.flags & kfd.KFD_IOC_ALLOC_MEM_FLAGS_USERPTR):
@@ -795,9 +795,18 @@ class CPLink:
         # The kick: an eventfd the emulated kernel writes when a process enters WAIT_EVENTS, so the CP's doorbell
         # watcher looks at once instead of after its idle back-off (the driver sees nothing of it).
         self.kick_fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
-        fds = [child.fileno(), ctl_child.fileno(), self.kick_fd] + [p.fd for p in pools]
+        # Posted maps: MAP_MEMORY_TO_GPU and userptr mappings are sent without waiting for the CP's answer; the
+        # count of those sent is published in this shared word before the ioctl returns, and a CP queue that took
+        # a doorbell waits until it has applied that many before it runs anything (emu/amd/cp.py), so no packet
+        # the driver submits after the ioctl returned meets the memory unmapped: the ioctl's contract holds.
+        self.posted_fd = os.memfd_create("baregpu-emu-cp-posted", os.MFD_CLOEXEC)
+        os.ftruncate(self.posted_fd, PAGE)
+        self._posted_map = _mmap.mmap(self.posted_fd, PAGE)
+        self._posted = ctypes.c_uint64.from_buffer(self._posted_map)
+        self.posts = 0
+        fds = [child.fileno(), ctl_child.fileno(), self.kick_fd, self.posted_fd] + [p.fd for p in pools]
         args = ([sys.executable, "-m", "emu.amd.cp", str(child.fileno())] + [f"{p.name}={p.fd}" for p in pools] +
-                [f"control={ctl_child.fileno()}", f"kick={self.kick_fd}"] +
+                [f"control={ctl_child.fileno()}", f"kick={self.kick_fd}", f"posted={self.posted_fd}"] +
                 ([f"hazard={dev.hazard}"] if dev.hazard is not None else []) +
                 (["host_kernels=1"] if dev.host_kernels else []))
         root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -857,6 +866,23 @@ class CPLink:
         except (BlockingIOError, OSError):  # the counter is saturated (a kick is pending anyway) or closed
             pass
 
+    def post(self, **msg: Any) -> None:
+        """Send a control message the caller need not wait for (a mapping being added): it is counted in the shared
+        posted word first, and the CP's queues wait for every counted message before running what the driver
+        submits next. A message the CP cannot apply is reported as a fault (the GPU lost its mapping)."""
+        with self._call_lock:
+            if self.dead:
+                raise OSCallError(errno.EIO, f"emulated {self.dead}")
+            self.posts += 1
+            self._posted.value = self.posts  # before the message: a queue never sees a message it was not told of
+            try:
+                self.ctl.sendall((json.dumps(dict(msg, posted=self.posts)) + "\n").encode())
+            except socket.timeout:
+                raise OSCallError(errno.ETIMEDOUT, f"emulated command processor did not take {msg['op']} in "
+                                                   f"{CP_TIMEOUT_S} s") from None
+            except OSError as e:
+                raise OSCallError(errno.EIO, f"emulated {self.dead or 'command processor is gone'} ({e})") from None
+
     def call(self, **msg: Any) -> dict[str, Any]:
         """Send a control message and wait (bounded) until the CP applied it; returns its answer."""
         seq = next(self._seq)
@@ -898,3 +924,6 @@ class CPLink:
         self.sock.close()
         self.ctl.close()
         os.close(self.kick_fd)
+        del self._posted
+        self._posted_map.close()
+        os.close(self.posted_fd)

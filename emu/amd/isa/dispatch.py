@@ -12,7 +12,7 @@ tables (what each RSRC field means); the field masks and shifts come from the re
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Optional
 
 import numpy as np
@@ -128,7 +128,7 @@ def program_for(vm: AddressSpace, setup: Setup, code_cache: dict) -> Program:
     """The compiled program at the code address: decoded once per code address and shape, and rebuilt when the
     bytes there changed (another kernel loaded at the same address)."""
     start, size = vm.span(setup.code_va)
-    code = vm.read_bytes(start, size, "instruction fetch")
+    code = vm.read_bytes(start, size, "instruction fetch")  # every dispatch: the bytes there may have changed
     key = (setup.code_va, setup.target, setup.lanes, setup.vgprs, setup.rsrc1)
     prog = code_cache.get(key)
     if prog is None or prog.code != code or prog.base != start:
@@ -148,6 +148,7 @@ class Launch:
         self.workgroups = gx * gy * gz
         self.instructions = 0
         self._lock = threading.Lock()
+        self._packed: Optional[np.ndarray] = None
 
     def run(self, first: int, count: int) -> None:
         if first < 0 or count < 0 or first + count > self.workgroups:
@@ -166,14 +167,9 @@ class Launch:
         gx, gy, _ = st.grid
         wid = (st.start[0] + g % gx, st.start[1] + g // gx % gy, st.start[2] + g // (gx * gy))
         lds = np.zeros(st.lds_bytes, np.uint8)  # each workgroup gets its own LDS allocation
-        nx, ny, _ = st.local
-        flat = np.arange(st.waves * st.lanes)
-        tid = (flat % nx, flat // nx % ny, flat // (nx * ny))
-        # gfx11+ pack the work-item IDs into v0: X in bits 9:0, Y in 19:10, Z in 29:20 (AMDGPUUsage, VGPR set-up
-        # for GFX90A/GFX11+), only the components TIDIG_COMP_CNT enables
-        packed = np.zeros(len(flat), np.uint32)
-        for d in range(st.tid_dims):
-            packed |= (tid[d].astype(np.uint32) & 0x3FF) << (10 * d)
+        packed = self._packed
+        if packed is None:  # the same for every workgroup of the dispatch: computed once
+            packed = self._packed = _packed_ids(st.local, st.waves * st.lanes, st.tid_dims)
         out = []
         for i in range(st.waves):
             slot = (g * st.waves + i) % st.scratch_waves if st.scratch_waves else 0
@@ -211,11 +207,51 @@ class Launch:
         return out
 
 
+_PACKED: dict[tuple, np.ndarray] = {}  # (local size, lanes in all waves, ID components) -> packed v0 values
+SETUP_CACHE_SIZE = 1024  # decoded register sets kept per cache; past this the cache starts over
+
+
+def _packed_ids(local: tuple[int, int, int], n: int, dims: int) -> np.ndarray:
+    """v0 of every lane of a workgroup (read-only, shared): gfx11+ pack the work-item IDs X in bits 9:0, Y in
+    19:10, Z in 29:20 (AMDGPUUsage, VGPR set-up for GFX90A/GFX11+), only the components TIDIG_COMP_CNT enables."""
+    key = (local, n, dims)
+    packed = _PACKED.get(key)
+    if packed is None:
+        nx, ny, _ = local
+        flat = np.arange(n)
+        tid = (flat % nx, flat // nx % ny, flat // (nx * ny))
+        packed = np.zeros(n, np.uint32)
+        for d in range(dims):
+            packed |= (tid[d].astype(np.uint32) & 0x3FF) << (10 * d)
+        packed.flags.writeable = False
+        if len(_PACKED) >= SETUP_CACHE_SIZE:
+            _PACKED.clear()
+        _PACKED[key] = packed
+    return packed
+
+
 def isa_launch(vm: AddressSpace, regs: Callable[[str], int], grid: tuple[int, int, int], initiator: int,
-               target: str, code_cache: dict) -> Launch:
+               target: str, code_cache: dict, setup_cache: Optional[dict] = None,
+               regs_key: Optional[tuple] = None) -> Launch:
     """Prepare a DISPATCH_DIRECT: regs(name) reads COMPUTE_<name> ("PGM_LO", "PGM_RSRC2", "USER_DATA_0", ...),
-    grid is the packet's workgroup counts. The code is fetched through `vm` and decoded on first use."""
-    setup = read_setup(regs, grid, initiator, target)
-    if setup.vgprs > 256:
-        raise DispatchError(f"COMPUTE_PGM_RSRC1 asks for {setup.vgprs} VGPRs; a wave has at most 256")
+    grid is the packet's workgroup counts. The code is fetched through `vm` and decoded on first use.
+
+    `regs_key`, with a `setup_cache` dict: a hashable snapshot of every COMPUTE_* register value except
+    COMPUTE_USER_DATA_* (say the queue's (register, value) pairs). The registers are then decoded once per distinct
+    snapshot, grid, initiator and target; each dispatch reads only its user SGPRs afresh (the kernel-argument
+    pointer changes every launch). A register set the hardware would refuse is never cached: it is refused again."""
+    key = None if setup_cache is None or regs_key is None else (regs_key, tuple(grid), initiator, target)
+    setup = setup_cache.get(key) if key is not None else None
+    if setup is None:
+        setup = read_setup(regs, grid, initiator, target)
+        if setup.vgprs > 256:
+            raise DispatchError(f"COMPUTE_PGM_RSRC1 asks for {setup.vgprs} VGPRs; a wave has at most 256")
+        if key is not None:
+            if len(setup_cache) >= SETUP_CACHE_SIZE:
+                setup_cache.clear()
+            setup_cache[key] = setup
+    else:  # the same registers but for the user data: only the user SGPRs can differ
+        user = tuple(regs(f"USER_DATA_{i}") & 0xFFFFFFFF for i in range(len(setup.user_sgprs)))
+        if user != setup.user_sgprs:
+            setup = replace(setup, user_sgprs=user)
     return Launch(vm, setup, program_for(vm, setup, code_cache))

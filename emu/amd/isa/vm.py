@@ -71,6 +71,8 @@ class AddressSpace:
         self._views: dict[int, np.ndarray] = {}  # range start -> uint8 view, made on first touch
         self._pstarts = np.zeros(0, np.uint64)
         self._pends = np.zeros(0, np.uint64)
+        self.synced: Any = None  # the owner's generation of the tables last synced (sync's `generation`)
+        self.remaps = 0  # ranges mapped or unmapped by sync: what a generation change cost
 
     # --- the map ---
     def map(self, va: int, size: int, backing: Any = None) -> None:
@@ -97,20 +99,29 @@ class AddressSpace:
         self._dirty = True
 
     def sync(self, ranges: dict[int, int], poisoned: list[tuple[int, int]] = (),
-             remote: Optional[dict[int, Any]] = None) -> None:
+             remote: Optional[dict[int, Any]] = None, generation: Any = None) -> None:
         """Bring the map in line with an owner's tables (the CP's Memory: va -> size, poisoned ranges, and ranges
-        whose bytes live elsewhere with their accessor objects): only what changed is remapped."""
+        whose bytes live elsewhere with their accessor objects): only what changed is remapped.
+
+        `generation`: the owner's count of changes to those tables (None: unknown). When it equals the generation
+        of the last sync nothing changed, and nothing is compared: a dispatch on an unchanged map costs nothing.
+        The owner must read the generation before (or with) the tables it belongs to, never after."""
+        if generation is not None and generation == self.synced:
+            return
         want = {va: (n, None) for va, n in ranges.items()}
         want.update({va: (n, acc) for va, (n, acc) in (remote or {}).items()})
         for va in [va for va, (n, b) in self._ranges.items() if want.get(va, (None, None))[0] != n
                    or want[va][1] is not b]:
             self.unmap(va)
+            self.remaps += 1
         for va, (n, b) in want.items():
             if va not in self._ranges:
                 self.map(va, n, b)
+                self.remaps += 1
         if list(poisoned) != self._poison:
             self._poison = list(poisoned)
             self._dirty = True
+        self.synced = generation
 
     @property
     def ranges(self) -> dict[int, int]:
@@ -239,7 +250,12 @@ class AddressSpace:
 
     def read_bytes(self, va: int, size: int, kind: str = "read") -> bytes:
         """One checked span of bytes (instruction fetch, scalar loads)."""
-        return self.read(np.array([va], np.uint64), size, kind=kind)[0].tobytes()
+        idx = int(self.locate(np.array([va], np.uint64), size, kind)[0])  # the same checks as read()
+        view = self._view(idx)
+        off = va - int(self._starts[idx])
+        if isinstance(view, np.ndarray):
+            return view[off:off + size].tobytes()  # one contiguous span: a slice, not a gather per byte
+        return bytes(view.read(off, size))
 
     def span(self, va: int) -> tuple[int, int]:
         """The mapped range holding `va`, as (start, size); VMFault if none does."""
