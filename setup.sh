@@ -2,6 +2,7 @@
 # Installs everything baregpu needs on Debian/Ubuntu, and is safe to rerun:
 #   system packages through apt (libusb, ld.lld-19 for AMD code objects, llvm-19 for llvm-objdump-19 and llvm-mc-19
 #   (the emulated GPU's decoder is cross-checked against objdump; test kernels from other compilers are assembled),
+#   clang-19 (about 150 MB: a test builds an OpenCL kernel with it, a code object from a compiler that is not ours),
 #   gcc for the binding layout tests),
 #   Python packages into .venv (the project itself in editable mode, with its dev and autogen extras),
 #   and the pinned Debian header packages the bindings are generated from (python -m tools.autogen --fetch).
@@ -9,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-APT_PACKAGES=(libusb-1.0-0 lld-19 llvm-19 gcc)
+APT_PACKAGES=(libusb-1.0-0 lld-19 llvm-19 clang-19 gcc)
 PYTHON=${PYTHON:-python3}
 
 if [ "$(id -u)" -eq 0 ]; then SUDO=(); else SUDO=(sudo); fi

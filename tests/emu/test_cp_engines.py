@@ -105,7 +105,7 @@ def test_a_long_kernel_on_one_gpu_does_not_hold_up_another_gpus_queues(lld, tmp_
     gpu0, gpu1 = KFDDevice(0, system), KFDDevice(1, system)
     try:
         prog = gpu0.load_program(compile_kernel(k, "gfx1100", KernelCache(tmp_path), emulation=True))
-        n = 1 << 23
+        n = 1 << 16  # about a second of machine code on the wave executor; GPU 1's queue needs milliseconds
         xb = gpu0.alloc(4 * n, MemFlags.DEVICE_LOCAL)
         done0 = gpu0.new_signal(0)
         q = gpu0.compute_queue().exec(prog, prog.pack_args(xb.va), (n // 64, 1, 1), (64, 1, 1))
