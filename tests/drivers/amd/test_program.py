@@ -9,12 +9,12 @@ import pytest
 from autogen import gc_11_0_0 as gc11
 from autogen import gc_12_0_0 as gc12
 from compiler import KernelCache, compile_kernel
-from drivers.amd import pm4
 from drivers.amd.kfd import KFDDevice, KFDError
 from drivers.amd.program import ProgramLoadError
 from emu.machine import emulated_system
 from tests.drivers.amd.foreign.build import patch_descriptor
 from tests.drivers.amd.test_kfd_dispatch import matmul
+from tests.drivers.amd.test_program_foreign import registers
 
 GC = {"gfx1100": gc11, "gfx1201": gc12}
 
@@ -24,15 +24,6 @@ def dev(request):
     d = KFDDevice(0, emulated_system("amd", (request.param,), private=True))
     yield d
     d.close()
-
-
-def registers(dev, words) -> dict[int, int]:
-    regs = {}
-    for p in pm4.decode(words):
-        if p.name == "SET_SH_REG":
-            for i in range(len(p.body) - 1):
-                regs[p.fields["reg"] + i - dev.gc_base] = p.fields[f"value{i}"]
-    return regs
 
 
 def test_our_kernels_get_their_lds_size_and_user_sgprs(dev, tmp_path, lld):

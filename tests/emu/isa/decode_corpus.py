@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Callable, Iterator
 
 from compiler import ir
+from tests.compiler.sample_kernels import row_sum
 from tensor import Tensor
 from tensor.codegen import kernel_for
 from tensor.lazy import LazyNode
@@ -64,31 +65,9 @@ def tensor_kernels() -> Iterator[tuple[str, ir.Kernel]]:
 
 def ir_kernels() -> Iterator[tuple[str, ir.Kernel]]:
     """Hand-written IR kernels in the style of tests/compiler: LDS reduction, LDS matmul, every operation."""
-    yield "row_sum", _row_sum()
+    yield "row_sum", row_sum()
     yield "lds_matmul", _lds_matmul()
     yield "every_op", _every_op()
-
-
-def _row_sum(width: int = 64) -> ir.Kernel:
-    k = ir.Kernel("row_sum", local_size=(width, 1, 1))
-    x, out = k.buffer("x", ir.f32), k.buffer("out", ir.f32, writable=True)
-    cols, row, t = k.scalar("cols"), k.workgroup_id(0), k.local_id(0)
-    acc = k.var(ir.f32, 0.0, "acc")
-    with k.range(0, (cols + (width - 1)) // width) as j:
-        with k.if_(j * width + t < cols):
-            acc.set(acc + x[row * cols + j * width + t])
-    tile = k.local_array(ir.f32, width, "tile")
-    tile[t] = acc
-    k.barrier()
-    step = width // 2
-    while step >= 1:
-        with k.if_(t < step):
-            tile[t] = tile[t] + tile[t + step]
-        k.barrier()
-        step //= 2
-    with k.if_(t.eq(0)):
-        out[row] = tile[0]
-    return k
 
 
 def _lds_matmul(tile: int = 8) -> ir.Kernel:
