@@ -14,6 +14,7 @@ the access kind and the mapped buffer nearest to it; the executor adds the instr
 from __future__ import annotations
 
 import ctypes
+from bisect import bisect_left, bisect_right
 from typing import Any, Optional
 
 import numpy as np
@@ -53,6 +54,18 @@ class VMFault(GPUFault):
         self.access, self.size, self.lane = access, size, lane
 
 
+_SPANS: dict[int, np.ndarray] = {}  # access size -> arange(size), the byte offsets of one access
+
+
+def _span(size: int) -> np.ndarray:
+    r = _SPANS.get(size)
+    if r is None:
+        r = np.arange(size)
+        r.flags.writeable = False
+        _SPANS[size] = r
+    return r
+
+
 def host_view(va: int, size: int) -> np.ndarray:
     """A writable uint8 view of `size` bytes of this process's memory at address `va`."""
     return np.frombuffer((ctypes.c_uint8 * size).from_address(va), dtype=_U8)
@@ -71,6 +84,8 @@ class AddressSpace:
         self._views: dict[int, np.ndarray] = {}  # range start -> uint8 view, made on first touch
         self._pstarts = np.zeros(0, np.uint64)
         self._pends = np.zeros(0, np.uint64)
+        # the same tables as Python lists (starts, ends, poison starts, poison ends), for the one-range fast path
+        self._fast: tuple[list[int], list[int], list[int], list[int]] = ([], [], [], [])
         self.synced: Any = None  # the owner's generation of the tables last synced (sync's `generation`)
         self.remaps = 0  # ranges mapped or unmapped by sync: what a generation change cost
 
@@ -137,6 +152,7 @@ class AddressSpace:
         # the furthest end of any poisoned range starting at or before each one: a lookup finds overlaps in one step
         self._pends = np.maximum.accumulate(np.array([p[0] + p[1] for p in pois], np.uint64)) if pois else \
             np.zeros(0, np.uint64)
+        self._fast = (self._starts.tolist(), self._ends.tolist(), self._pstarts.tolist(), self._pends.tolist())
         self._dirty = False
 
     def _view(self, i: int) -> Any:
@@ -205,12 +221,47 @@ class AddressSpace:
                                   "touches a poisoned page (injected fault)")
         return idx
 
+    def _one_range(self, a: np.ndarray, size: int) -> int:
+        """The range index when every [addr, addr+size) of `a` (uint64, not empty) lies inside one range and no
+        poisoned range comes near them (then locate() would pass them all, with that index for each); -1 when
+        not sure, and locate() must decide (and name the fault)."""
+        if self._dirty:
+            self._rebuild()
+        starts, ends, pstarts, pends = self._fast
+        if len(a) == 1:
+            lo = hi = int(a[0])
+        else:
+            lo, hi = int(a.min()), int(a.max())
+        hi_end = hi + size
+        if hi_end >= 1 << 64:  # wraps the address space (or ends exactly at 2**64): locate() reports it
+            return -1
+        i = bisect_right(starts, lo) - 1
+        if i < 0 or hi_end > ends[i]:
+            return -1
+        if pstarts:
+            p = bisect_left(pstarts, hi_end) - 1  # the furthest end of any poisoned range starting before hi_end
+            if p >= 0 and pends[p] > lo:
+                return -1
+        return i
+
     def read(self, addrs: np.ndarray, size: int, lanes: Optional[np.ndarray] = None, kind: str = "read") -> np.ndarray:
         """Bytes at each address: an (n, size) uint8 array, every byte checked."""
         n = len(addrs)
-        out = np.empty((n, size), _U8)
         if n == 0:
-            return out
+            return np.empty((0, size), _U8)
+        if size:
+            a = addrs.astype(np.uint64, copy=False)
+            i = self._one_range(a, size)
+            if i >= 0:  # every address in one range, none near a poisoned byte: locate()'s checks all pass
+                view = self._view(i)
+                if isinstance(view, np.ndarray):
+                    start = self._fast[0][i]
+                    if n == 1:
+                        off = int(a[0]) - start
+                        return view[off:off + size].reshape(1, size).copy()
+                    offs = (a - np.uint64(start)).astype(np.int64)
+                    return view[offs[:, None] + _span(size)]
+        out = np.empty((n, size), _U8)
         idx = self.locate(addrs, size, kind, lanes)
         a = addrs.astype(np.uint64, copy=False)
         for i in (np.unique(idx) if n > 1 and idx.min() != idx.max() else idx[:1]):
@@ -234,6 +285,15 @@ class AddressSpace:
         n, size = data.shape
         if n == 0:
             return
+        if size:
+            a = addrs.astype(np.uint64, copy=False)
+            i = self._one_range(a, size)
+            if i >= 0:  # every address in one range, none near a poisoned byte: locate()'s checks all pass
+                view = self._view(i)
+                if isinstance(view, np.ndarray):
+                    offs = (a - np.uint64(self._fast[0][i])).astype(np.int64)
+                    view[offs[:, None] + _span(size)] = data
+                    return
         idx = self.locate(addrs, size, kind, lanes)
         a = addrs.astype(np.uint64, copy=False)
         uniform = n == 1 or idx.min() == idx.max()
@@ -250,6 +310,14 @@ class AddressSpace:
 
     def read_bytes(self, va: int, size: int, kind: str = "read") -> bytes:
         """One checked span of bytes (instruction fetch, scalar loads)."""
+        if size and 0 <= va:
+            i = self._one_range(np.array([va], np.uint64), size)
+            if i >= 0:
+                view = self._view(i)
+                off = va - self._fast[0][i]
+                if isinstance(view, np.ndarray):
+                    return view[off:off + size].tobytes()
+                return bytes(view.read(off, size))
         idx = int(self.locate(np.array([va], np.uint64), size, kind)[0])  # the same checks as read()
         view = self._view(idx)
         off = va - int(self._starts[idx])
@@ -259,5 +327,10 @@ class AddressSpace:
 
     def span(self, va: int) -> tuple[int, int]:
         """The mapped range holding `va`, as (start, size); VMFault if none does."""
+        if 0 <= va:
+            i = self._one_range(np.array([va], np.uint64), 1)
+            if i >= 0:
+                starts, ends = self._fast[0], self._fast[1]
+                return starts[i], ends[i] - starts[i]
         idx = int(self.locate(np.array([va], np.uint64), 1, "instruction fetch")[0])
         return int(self._starts[idx]), int(self._ends[idx] - self._starts[idx])
