@@ -15,10 +15,12 @@ import numpy as np
 
 from compiler import ir
 from compiler.cache import KernelCache
+from compiler.cubin import Cubin, CubinError, CubinKernel
 from compiler.elf import EF_AMDGPU_MACH, CodeObject, KernelDescriptor
 from compiler.emulation import emulation_record, parse_emulation_record, with_host_build
 from compiler.kernargs import KernArg, arg_layout, kernarg_size
 from compiler.llvm_render import AMD_TARGETS, NV_TARGETS, render, target_kind
+from compiler.ptxas import assemble, ptxas_version
 from compiler.toolchain import (GPU_CODEGEN_OPTIONS, ToolchainError, amd_link, amd_object, host_cpu, host_object,
                                 llvm_version, lld_version, load_host, ptx)
 
@@ -30,7 +32,8 @@ NV_STATIC_SHARED_BYTES = 48 * 1024  # CUDA's limit on statically allocated share
 @dataclass
 class CompiledKernel:
     """A kernel built for one target: its binary (host object, AMD code object or PTX text), argument layout,
-    and the AMD descriptor and metadata, or the host entry point."""
+    and the AMD descriptor and metadata, or the host entry point. An NVIDIA build's cubin (ptxas's SASS for its
+    sm_XX) is assembled from the PTX on first use of `cubin` / `cubin_kernel`, so PTX builds need no ptxas."""
     name: str
     target: str
     binary: bytes
@@ -42,6 +45,7 @@ class CompiledKernel:
     handle: int = 0  # set by the device that loads it
     metadata: Optional[dict] = field(default=None, repr=False)  # AMD: this kernel's entry in the metadata note
     key: str = ""  # the kernel IR's digest
+    _cache: Optional[KernelCache] = field(default=None, repr=False)  # NVIDIA: where its cubin is cached
 
     @property
     def kernarg_size(self) -> int:
@@ -53,6 +57,29 @@ class CompiledKernel:
         if target_kind(self.target) != "nv":
             raise ToolchainError(f"{self.name} was built for {self.target}, which has no PTX")
         return self.binary.decode()
+
+    @property
+    def cubin(self) -> bytes:
+        """The cubin ptxas assembles from this NVIDIA build's PTX, built once (and cached on disk) and checked
+        against the kernel: architecture, parameter layout, shared memory, block shape."""
+        return self._nv_cubin()[0]
+
+    @property
+    def cubin_kernel(self) -> CubinKernel:
+        """What a launch needs of the cubin's kernel (registers, shared and local memory, parameter bank, text)."""
+        return self._nv_cubin()[1]
+
+    def _nv_cubin(self) -> tuple[bytes, CubinKernel]:
+        built = self.__dict__.get("_cubin")
+        if built is None:
+            if target_kind(self.target) != "nv":
+                raise ToolchainError(f"{self.name} was built for {self.target}, which has no cubin")
+            cache = self._cache or KernelCache()
+            text = self.ptx
+            blob = cache.get_or_build((GENERATOR, self.key, text, ptxas_version(), f"-arch={self.target}"),
+                                      f"{self.target}.cubin", lambda: assemble(text, self.name, self.target))
+            built = self.__dict__["_cubin"] = (blob, _check_cubin(self, blob))
+        return built
 
     def pack_args(self, *values: int) -> bytes:
         """The kernel-argument block for buffer addresses and int32 scalars, in parameter order."""
@@ -138,6 +165,26 @@ def _check_amd(k: ir.Kernel, target: str, co: CodeObject, args: list[KernArg]) -
     return desc, meta
 
 
+def _check_cubin(ck: CompiledKernel, blob: bytes) -> CubinKernel:
+    """The cubin must be for the build's sm_XX and agree with our argument layout, local arrays and local size."""
+    try:
+        kern = Cubin(blob, ck.name).kernel(ck.name)
+    except CubinError as e:
+        raise ToolchainError(f"{ck.name}: ptxas made a cubin our reader refuses: {e}") from e
+    if kern.target != ck.target:
+        raise ToolchainError(f"{ck.name}: the cubin is for {kern.target}, not {ck.target}")
+    if kern.param_layout != [(a.offset, a.size) for a in ck.args]:
+        raise ToolchainError(f"{ck.name}: ptxas laid out the parameters as {kern.param_layout} (offset, size), our "
+                             f"layout is {[(a.offset, a.size) for a in ck.args]}")
+    if kern.shared_bytes != ck.lds_bytes:
+        raise ToolchainError(f"{ck.name}: the cubin reserves {kern.shared_bytes} bytes of shared memory, the kernel's "
+                             f"local arrays take {ck.lds_bytes}")
+    if kern.reqntid is not None and kern.reqntid != tuple(ck.local_size):
+        raise ToolchainError(f"{ck.name}: the cubin requires blocks of {kern.reqntid}, the kernel was built for "
+                             f"{tuple(ck.local_size)}")
+    return kern
+
+
 def compile_kernel(k: ir.Kernel, target: str, cache: Optional[KernelCache] = None,
                    emulation: bool = False) -> CompiledKernel:
     """Build a kernel for a target, reusing the disk cache when the IR, target and toolchain are unchanged.
@@ -167,7 +214,7 @@ def compile_kernel(k: ir.Kernel, target: str, cache: Optional[KernelCache] = Non
     if kind == "nv":
         text = cache.get_or_build((GENERATOR, key, llvm_ir, llvm_version(), *GPU_CODEGEN_OPTIONS), target,
                                   lambda: ptx(llvm_ir, k.name, target).encode())
-        return CompiledKernel(k.name, target, text, args, k.local_size, k.lds_bytes, key=key)
+        return CompiledKernel(k.name, target, text, args, k.local_size, k.lds_bytes, key=key, _cache=cache)
     if emulation:
         llvm_ir = with_host_build(llvm_ir, k.name, k.local_size, host_build(render(k, "host")))
     binary = cache.get_or_build((GENERATOR, key, llvm_ir, llvm_version(), lld_version(), *GPU_CODEGEN_OPTIONS), target,
@@ -176,5 +223,5 @@ def compile_kernel(k: ir.Kernel, target: str, cache: Optional[KernelCache] = Non
     return CompiledKernel(k.name, target, binary, args, k.local_size, k.lds_bytes, desc, metadata=meta, key=key)
 
 
-__all__ = ["compile_kernel", "CompiledKernel", "KernArg", "KernelCache", "TARGETS", "ToolchainError",
+__all__ = ["compile_kernel", "CompiledKernel", "CubinKernel", "KernArg", "KernelCache", "TARGETS", "ToolchainError",
            "emulation_record", "parse_emulation_record"]
