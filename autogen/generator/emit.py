@@ -126,15 +126,20 @@ def _wrap_list(items: list[str], width: int = 110) -> list[str]:
     return ["#   " + ln for ln in textwrap.wrap(", ".join(items), width - 4)] if items else []
 
 
-def generate(t: Target) -> str:
-    """The full text of a generated module."""
-    headers = header_paths(t)
+def bindings(t: Any, headers: list[Path]) -> tuple[str, Any]:
+    """The ctypes declarations of a target's headers, and its macros translated against them."""
     types = run_ctypeslib(t, headers) if t.types else ""
     namespace: dict[str, Any] = {}
     exec("import ctypes\nfrom autogen.base import Structure, Union\n"  # noqa: S102 - our generated code
          "from autogen.ioctl import _IO, _IOR, _IOW, _IOWR, _IOC\n" + types, namespace)
     local, external = parse_macros(t, headers)
-    tr = macro_mod.translate(local, external, namespace, t.macro_keep)
+    return types, macro_mod.translate(local, external, namespace, t.macro_keep)
+
+
+def generate(t: Target) -> str:
+    """The full text of a generated module."""
+    headers = header_paths(t)
+    types, tr = bindings(t, headers)
     pkg = PACKAGES[t.package]
     rel = [str(h.relative_to(ensure(t.package))) for h in headers]
     return module_text(t, [f"# Package: {pkg.name} {pkg.version} ({pkg.arch}), .deb sha256 {pkg.sha256}",

@@ -4,10 +4,8 @@ upstream versions (autogen/include/nv/VERSION) and the sha256 of each of our hea
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-from autogen.generator import macros as macro_mod
-from autogen.generator.emit import OUTPUT_DIR, GenerateError, module_text, parse_macros, run_ctypeslib
+from autogen.generator.emit import OUTPUT_DIR, GenerateError, bindings, module_text
 from autogen.generator.fetch import sha256_of
 from autogen.generator.nv_sources import REL_DIR, OwnTarget, pinned_versions
 from autogen.generator.sources import PACKAGES
@@ -20,12 +18,7 @@ def generate(ot: OwnTarget) -> str:
     for p in headers:
         if not p.exists():
             raise GenerateError(f"{ot.module}: {p} is missing")
-    types = run_ctypeslib(t, headers) if t.types else ""
-    namespace: dict[str, Any] = {}
-    exec("import ctypes\nfrom autogen.base import Structure, Union\n"  # noqa: S102 - our generated code
-         "from autogen.ioctl import _IO, _IOR, _IOW, _IOWR, _IOC\n" + types, namespace)
-    local, external = parse_macros(t, headers)
-    tr = macro_mod.translate(local, external, namespace, t.macro_keep)
+    types, tr = bindings(t, headers)
     pins = pinned_versions()
     libc = PACKAGES["linux-libc-dev"]
     return module_text(ot, [
