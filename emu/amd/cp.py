@@ -521,7 +521,10 @@ class CommandProcessor:
         if self.applied >= want:
             return
         with self._applied_cv:
-            self._applied_cv.wait_for(lambda: self.applied >= want or self._stopping, POSTED_TIMEOUT_S)
+            if not self._applied_cv.wait_for(lambda: self.applied >= want or self._stopping, POSTED_TIMEOUT_S):
+                raise Fault("internal error", f"the emulated command processor applied {self.applied} of the {want} "
+                            f"mappings posted before this doorbell within {POSTED_TIMEOUT_S:g} s: its control thread "
+                            "is stuck (an emulator bug; the queue stops rather than run on missing memory)")
 
     def _control(self, msg: dict[str, Any]) -> bool:
         op = msg["op"]

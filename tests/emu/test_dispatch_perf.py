@@ -105,3 +105,21 @@ def test_a_kernel_still_faults_on_a_buffer_unmapped_just_before(dev, tmp_path, l
     dev.free(res)
     with pytest.raises(DeviceFaultError, match="page fault"):
         _run(dev, prog, va, 1, args)
+
+
+def test_a_queue_waiting_on_posted_mappings_faults_instead_of_running_on_without_them(monkeypatch):
+    """The wait for posted mappings is bounded: a stuck control thread is a fault naming the counts, not a hang and
+    not a queue that runs on missing memory."""
+    import ctypes
+    import threading
+    from types import SimpleNamespace
+
+    import pytest
+
+    from emu.amd import cp
+    monkeypatch.setattr(cp, "POSTED_TIMEOUT_S", 0.05)
+    stuck = SimpleNamespace(posted=ctypes.c_uint64(3), applied=1, _applied_cv=threading.Condition(), _stopping=False)
+    with pytest.raises(cp.Fault, match="applied 1 of the 3 mappings posted"):
+        cp.CommandProcessor.await_posted(stuck)
+    stuck.applied = 3
+    cp.CommandProcessor.await_posted(stuck)  # all applied: returns at once
