@@ -27,6 +27,7 @@ from drivers.amd.queue import AMDComputeQueue, AMDCopyQueue, Ring
 
 VA_WINDOW = 64 << 30  # GPU virtual addresses we hand out; reserved PROT_NONE so nothing else lands there
 VA_HINT = 0x200000000000  # far below the mmap area, so the same range is free in other processes too
+VA_WINDOW_TRIES = 256  # windows tried upward from VA_HINT (one per open device) before taking what mmap gives
 COMPUTE_RING_SIZE = 1 << 18  # bytes, for each of the compute and SDMA rings
 EOP_SIZE = 0x1000  # end-of-pipe buffer per compute queue (amdkfd's default for gfx10+)
 MIN_KFD_VERSION = (1, 14)  # AMDKFD_IOC_ALLOC_MEMORY_OF_GPU with mmap offsets through the render node
@@ -180,7 +181,7 @@ class KFDDevice(Device):
         self.gc_base = self._gc_base()
         self._ioctl("ACQUIRE_VM", kfd.AMDKFD_IOC_ACQUIRE_VM,
                     kfd.struct_kfd_ioctl_acquire_vm_args(drm_fd=self.drm_fd, gpu_id=self.node.gpu_id))
-        self._window = self.system.mmap(-1, VA_WINDOW, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, 0, VA_HINT)
+        self._window = self._reserve_va_window()
         self.heap = VAHeap(self._window, VA_WINDOW, PAGE_SIZE, f"{self.name} VA")
         sig_buf = self.alloc(SIGNAL_SIZE * SIGNAL_SLOTS, MemFlags.HOST_VISIBLE | MemFlags.UNCACHED)
         self.signals = SignalPool(sig_buf.host_addr, sig_buf.va, sig_buf.size, self)
@@ -312,6 +313,19 @@ class KFDDevice(Device):
     def _create_rings(self) -> None:
         self.compute_ring = self._create_ring("compute", kfd.KFD_IOC_QUEUE_TYPE_COMPUTE, self.ring_size)
         self.sdma_ring = self._create_ring("sdma", kfd.KFD_IOC_QUEUE_TYPE_SDMA, self.ring_size)
+
+    def _reserve_va_window(self) -> int:
+        """Reserve VA_WINDOW bytes for our GPU addresses, low in the address space: a window the kernel places in
+        the mmap area (a hint already taken by another device of this process) could collide with what another
+        process sharing our VAs (the emulated GPU's command processor: its thread stacks, its heap) has there."""
+        flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE
+        for k in range(VA_WINDOW_TRIES):
+            hint = VA_HINT + k * VA_WINDOW
+            addr = self.system.mmap(-1, VA_WINDOW, PROT_NONE, flags, 0, hint)
+            if addr == hint:
+                return addr
+            self.system.munmap(addr, VA_WINDOW)  # taken: try the next window up
+        return self.system.mmap(-1, VA_WINDOW, PROT_NONE, flags, 0, VA_HINT)
 
     def _create_ring(self, kind: str, queue_type: int, size: int) -> Ring:
         ring = self.alloc(size, MemFlags.HOST_VISIBLE | MemFlags.UNCACHED)

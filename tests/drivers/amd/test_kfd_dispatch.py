@@ -252,3 +252,17 @@ def test_a_store_through_a_null_pointer_faults_the_device_instead_of_hanging(ker
         assert time.monotonic() - t0 < 15, "the fault was only noticed at the timeout"
     finally:
         d.close()
+
+
+def test_devices_open_together_keep_their_gpu_addresses_below_the_mmap_area():
+    """Each device's VA window is the next free one from VA_HINT, not wherever mmap puts a taken hint (the top of
+    the mmap area, where the emulated GPU's process has its own thread stacks and heap: a ring there failed to map)."""
+    from drivers.amd.kfd import VA_HINT, VA_WINDOW
+    devs = [KFDDevice(0, emulated_system("amd", ("gfx1100",), private=True)) for _ in range(3)]
+    try:
+        windows = sorted(d._window for d in devs)
+        assert all(w >= VA_HINT and (w - VA_HINT) % VA_WINDOW == 0 for w in windows), [hex(w) for w in windows]
+        assert len(set(windows)) == 3 and all(d.compute_ring.buf.va < 1 << 46 for d in devs)
+    finally:
+        for d in devs:
+            d.close()
