@@ -593,4 +593,69 @@ typedef struct NVA06C_CTRL_TIMESLICE_PARAMS {  /* src/common/sdk/nvidia/inc/ctrl
     NvU64 timesliceUs __attribute__((aligned(8)));
 } NVA06C_CTRL_TIMESLICE_PARAMS;
 
+/* ---- channel error reports: the error notifier RM writes, its codes, and the GR debugger's MMU fault record ---- */
+/* src/common/sdk/nvidia/inc/nvgputypes.h: NvNotification (16 bytes; RM fills it when a channel errors) */
+typedef struct NvNotification {
+    NvU32 timeStampNanoseconds[2];  /* upstream: struct { NvU32 nanoseconds[2]; } timeStamp */
+    NvV32 info32;
+    NvU16 info16;
+    NvU16 status;
+} NvNotification;
+#define NV_CHANNELGPFIFO_NOTIFICATION_TYPE_ERROR 0x00000000  /* src/common/sdk/nvidia/inc/nvos.h */
+#define NV_CHANNELGPFIFO_NOTIFICATION_TYPE_WORK_SUBMIT_TOKEN 0x00000001  /* src/common/sdk/nvidia/inc/nvos.h */
+#define NV_CHANNELGPFIFO_NOTIFICATION_TYPE__SIZE_1 3  /* src/common/sdk/nvidia/inc/nvos.h */
+#define NV_CHANNELGPFIFO_NOTIFICATION_STATUS_VALUE_SHIFT 0  /* src/common/sdk/nvidia/inc/nvos.h: STATUS_VALUE 14:0 */
+#define NV_CHANNELGPFIFO_NOTIFICATION_STATUS_VALUE_WIDTH 15
+#define NV_CHANNELGPFIFO_NOTIFICATION_STATUS_IN_PROGRESS_SHIFT 15  /* src/common/sdk/nvidia/inc/nvos.h: IN_PROGRESS 15:15 */
+#define NV_CHANNELGPFIFO_NOTIFICATION_STATUS_IN_PROGRESS_WIDTH 1
+#define ROBUST_CHANNEL_GR_EXCEPTION 13            /* src/common/sdk/nvidia/inc/nverror.h */
+#define ROBUST_CHANNEL_FIFO_ERROR_MMU_ERR_FLT 31  /* src/common/sdk/nvidia/inc/nverror.h */
+#define ROBUST_CHANNEL_PBDMA_ERROR 32             /* src/common/sdk/nvidia/inc/nverror.h */
+#define ROBUST_CHANNEL_CE0_ERROR 39               /* src/common/sdk/nvidia/inc/nverror.h */
+#define ROBUST_CHANNEL_CE1_ERROR 40               /* src/common/sdk/nvidia/inc/nverror.h */
+#define ROBUST_CHANNEL_CE2_ERROR 41               /* src/common/sdk/nvidia/inc/nverror.h */
+
+#define GT200_DEBUGGER 0x83de                     /* src/common/sdk/nvidia/inc/class/cl83de.h */
+/* src/common/sdk/nvidia/inc/class/cl83de.h: a child of the compute object it watches (hClass3dObject) */
+typedef struct NV83DE_ALLOC_PARAMETERS {
+    NvHandle hDebuggerClient_Obsolete;  /* must be zero */
+    NvHandle hAppClient;
+    NvHandle hClass3dObject;
+} NV83DE_ALLOC_PARAMETERS;
+#define NV83DE_CTRL_CMD_DEBUG_READ_MMU_FAULT_INFO 0x83de0328  /* src/common/sdk/nvidia/inc/ctrl/ctrl83de/ctrl83dedebug.h */
+#define NV83DE_CTRL_DEBUG_READ_MMU_FAULT_INFO_MAX_ENTRIES 4  /* src/common/sdk/nvidia/inc/ctrl/ctrl83de/ctrl83dedebug.h */
+typedef struct NV83DE_CTRL_DEBUG_READ_MMU_FAULT_INFO_ENTRY {  /* src/common/sdk/nvidia/inc/ctrl/ctrl83de/ctrl83dedebug.h */
+    NvU64 faultAddress __attribute__((aligned(8)));
+    NvU32 faultType;
+    NvU32 accessType;
+} NV83DE_CTRL_DEBUG_READ_MMU_FAULT_INFO_ENTRY;
+typedef struct NV83DE_CTRL_DEBUG_READ_MMU_FAULT_INFO_PARAMS {  /* src/common/sdk/nvidia/inc/ctrl/ctrl83de/ctrl83dedebug.h */
+    NV83DE_CTRL_DEBUG_READ_MMU_FAULT_INFO_ENTRY mmuFaultInfoList[NV83DE_CTRL_DEBUG_READ_MMU_FAULT_INFO_MAX_ENTRIES] __attribute__((aligned(8)));
+    NvU32 count;
+} NV83DE_CTRL_DEBUG_READ_MMU_FAULT_INFO_PARAMS;
+
+/* ---- framebuffer facts for the probe: RAM and BAR1 sizes ---- */
+#define NV2080_CTRL_CMD_FB_GET_INFO_V2 0x20801303  /* src/common/sdk/nvidia/inc/ctrl/ctrl2080/ctrl2080fb.h */
+#define NV2080_CTRL_FB_INFO_INDEX_BAR1_SIZE 0x5   /* src/common/sdk/nvidia/inc/ctrl/ctrl2080/ctrl2080fb.h */
+#define NV2080_CTRL_FB_INFO_INDEX_RAM_SIZE 0x7    /* src/common/sdk/nvidia/inc/ctrl/ctrl2080/ctrl2080fb.h: in KiB */
+#define NV2080_CTRL_FB_INFO_MAX_LIST_SIZE 0x39    /* src/common/sdk/nvidia/inc/ctrl/ctrl2080/ctrl2080fb.h */
+typedef struct NV2080_CTRL_FB_INFO {  /* src/common/sdk/nvidia/inc/ctrl/ctrlxxxx.h: NVXXXX_CTRL_XXX_INFO */
+    NvU32 index;
+    NvU32 data;
+} NV2080_CTRL_FB_INFO;
+typedef struct NV2080_CTRL_FB_GET_INFO_V2_PARAMS {  /* src/common/sdk/nvidia/inc/ctrl/ctrl2080/ctrl2080fb.h */
+    NvU32 fbInfoListSize;
+    NV2080_CTRL_FB_INFO fbInfoList[NV2080_CTRL_FB_INFO_MAX_LIST_SIZE];
+} NV2080_CTRL_FB_GET_INFO_V2_PARAMS;
+#define NV2080_CTRL_CMD_GPU_GET_NAME_STRING 0x20800110  /* src/common/sdk/nvidia/inc/ctrl/ctrl2080/ctrl2080gpu.h */
+#define NV2080_GPU_MAX_NAME_STRING_LENGTH 0x40    /* src/common/sdk/nvidia/inc/ctrl/ctrl2080/ctrl2080gpu.h */
+#define NV2080_CTRL_GPU_GET_NAME_STRING_FLAGS_TYPE_ASCII 0x0  /* src/common/sdk/nvidia/inc/ctrl/ctrl2080/ctrl2080gpu.h */
+typedef struct NV2080_CTRL_GPU_GET_NAME_STRING_PARAMS {  /* src/common/sdk/nvidia/inc/ctrl/ctrl2080/ctrl2080gpu.h */
+    NvU32 gpuNameStringFlags;
+    union {
+        NvU8 ascii[NV2080_GPU_MAX_NAME_STRING_LENGTH];
+        NvU16 unicode[NV2080_GPU_MAX_NAME_STRING_LENGTH];
+    } gpuNameString;
+} NV2080_CTRL_GPU_GET_NAME_STRING_PARAMS;
+
 #endif
