@@ -658,4 +658,41 @@ typedef struct NV2080_CTRL_GPU_GET_NAME_STRING_PARAMS {  /* src/common/sdk/nvidi
     } gpuNameString;
 } NV2080_CTRL_GPU_GET_NAME_STRING_PARAMS;
 
+/* ---- sleeping on the GPU: an OS event the non-stall interrupt method triggers ---- */
+/* Usage (src/nvidia/src/kernel/gpu/mem_mgr/mem_utils.c does the same for RM's own channel with a kernel callback):
+ * NV_ESC_ALLOC_OS_EVENT registers an fd; an NV01_EVENT_OS_EVENT under the subdevice with notifyIndex
+ * NV2080_NOTIFIERS_FIFO_EVENT_MTHD | NV01_EVENT_NONSTALL_INTR and data = that fd; NV2080_CTRL_CMD_EVENT_SET_NOTIFICATION
+ * with ACTION_REPEAT arms it. A channel's NON_STALL_INTERRUPT method then queues an event on the fd's file: poll()
+ * reports it (kernel-open/nvidia/nv.c nvidia_poll) and NV_ESC_RM_GET_EVENT_DATA dequeues it (osapi.c get_os_event_data). */
+#define NV_ESC_RM_GET_EVENT_DATA 0x52              /* src/nvidia/arch/nvalloc/unix/include/nv_escape.h */
+#define NV2080_NOTIFIERS_FIFO_EVENT_MTHD 35        /* src/common/sdk/nvidia/inc/class/cl2080_notification.h */
+#define NV2080_NOTIFIERS_GRAPHICS 12               /* src/common/sdk/nvidia/inc/class/cl2080_notification.h */
+#define NV2080_NOTIFIERS_CE0 23                    /* src/common/sdk/nvidia/inc/class/cl2080_notification.h */
+#define NV01_EVENT_NONSTALL_INTR 0x08000000        /* src/common/sdk/nvidia/inc/nvos.h */
+#define NV01_EVENT_WITHOUT_EVENT_DATA 0x10000000   /* src/common/sdk/nvidia/inc/nvos.h */
+/* src/common/sdk/nvidia/inc/nvos.h: one dequeued event */
+typedef struct NvUnixEvent {
+    NvHandle hObject;
+    NvV32 NotifyIndex;
+    NvV32 info32;
+    NvU16 info16;
+} NvUnixEvent;
+/* src/common/sdk/nvidia/inc/nvos.h: NV_ESC_RM_GET_EVENT_DATA */
+typedef struct NVOS41_PARAMETERS {
+    NvP64 pEvent __attribute__((aligned(8)));
+    NvV32 MoreEvents;
+    NvV32 status;
+} NVOS41_PARAMETERS;
+#define NV2080_CTRL_CMD_EVENT_SET_NOTIFICATION 0x20800301  /* src/common/sdk/nvidia/inc/ctrl/ctrl2080/ctrl2080event.h */
+#define NV2080_CTRL_EVENT_SET_NOTIFICATION_ACTION_DISABLE 0x0  /* src/common/sdk/nvidia/inc/ctrl/ctrl2080/ctrl2080event.h */
+#define NV2080_CTRL_EVENT_SET_NOTIFICATION_ACTION_SINGLE 0x1  /* src/common/sdk/nvidia/inc/ctrl/ctrl2080/ctrl2080event.h */
+#define NV2080_CTRL_EVENT_SET_NOTIFICATION_ACTION_REPEAT 0x2  /* src/common/sdk/nvidia/inc/ctrl/ctrl2080/ctrl2080event.h */
+typedef struct NV2080_CTRL_EVENT_SET_NOTIFICATION_PARAMS {  /* src/common/sdk/nvidia/inc/ctrl/ctrl2080/ctrl2080event.h */
+    NvU32 event;
+    NvU32 action;
+    NvBool bNotifyState;
+    NvU32 info32;
+    NvU16 info16;
+} NV2080_CTRL_EVENT_SET_NOTIFICATION_PARAMS;
+
 #endif
