@@ -104,6 +104,11 @@ class System(ABC):
     def eventfd(self, initval: int = 0, flags: int = 0) -> int:
         """Create an eventfd (close-on-exec) and return it."""
 
+    @abstractmethod
+    def poll(self, fd: int, events: int, timeout_ms: int) -> int:
+        """Wait up to timeout_ms for `events` (select.POLLIN, POLLPRI, ...) on fd; return the events that occurred
+        (0 on timeout). A driver sleeping on a device's event fd uses it (the NVIDIA OS event)."""
+
     # -- helpers built on the primitives above; implementations need not override them --
     def read_text(self, path: str) -> str:
         """A sysfs attribute as stripped text."""
@@ -232,3 +237,13 @@ class LinuxSystem(System):
         if fd < 0:
             raise self._fail("eventfd")
         return fd
+
+    def poll(self, fd: int, events: int, timeout_ms: int) -> int:
+        import select
+        p = select.poll()
+        p.register(fd, events)
+        try:
+            ready = p.poll(max(0, timeout_ms))
+        except InterruptedError:
+            return 0  # a signal ended the sleep early: the caller re-reads its condition and waits again
+        return ready[0][1] if ready else 0

@@ -37,6 +37,10 @@ class NodeHandler:
     def write(self, data: bytes) -> int:
         raise OSCallError(errno.EINVAL, "this emulated device cannot be written")
 
+    def poll(self, events: int, timeout_s: float) -> int:
+        """The events of `events` pending on this file, after waiting up to timeout_s for one (0: none came)."""
+        raise OSCallError(errno.EINVAL, "this emulated device cannot be polled")
+
     def close(self) -> None:
         pass
 
@@ -246,3 +250,7 @@ class EmulatedSystem(System):
 
     def eventfd(self, initval: int = 0, flags: int = 0) -> int:
         return self._record("eventfd", (initval, flags), lambda: self._install(EventFd(initval)))
+
+    def poll(self, fd: int, events: int, timeout_ms: int) -> int:
+        # Not recorded: a sleeping wait polls often, and the calls list would grow without bound.
+        return self._handler(fd).poll(events, max(0, timeout_ms) / 1000)

@@ -137,3 +137,16 @@ def test_drivers_reach_the_os_only_through_the_seam():
                     node.attr in ("open", "read", "write", "listdir", "readlink", "ioctl"):
                 offenders.append(f"{path.relative_to(ROOT)}:{node.lineno} calls os.{node.attr}")
     assert not offenders, offenders
+
+
+def test_poll_reports_an_event_fd_that_became_readable():
+    import select
+    from drivers.system import LinuxSystem
+    s = LinuxSystem()
+    fd = s.eventfd()
+    try:
+        assert s.poll(fd, select.POLLIN, 1) == 0  # nothing written: the bounded wait times out
+        s.write(fd, (1).to_bytes(8, "little"))
+        assert s.poll(fd, select.POLLIN, 1000) & select.POLLIN
+    finally:
+        s.close(fd)
