@@ -17,9 +17,10 @@ from compiler import ir
 from compiler.cache import KernelCache
 from compiler.cubin import Cubin, CubinError, CubinKernel
 from compiler.elf import EF_AMDGPU_MACH, CodeObject, KernelDescriptor
-from compiler.emulation import emulation_record, parse_emulation_record, with_host_build
+from compiler.emulation import (emulation_record, nv_emulation_record, parse_emulation_record, with_host_build,
+                                with_nv_host_build)
 from compiler.kernargs import KernArg, arg_layout, kernarg_size
-from compiler.llvm_render import AMD_TARGETS, NV_TARGETS, render, target_kind
+from compiler.llvm_render import AMD_TARGETS, NV_TARGETS, render, render_checked_host, target_kind
 from compiler.ptxas import assemble, ptxas_version
 from compiler.toolchain import (GPU_CODEGEN_OPTIONS, ToolchainError, amd_link, amd_object, host_cpu, host_object,
                                 llvm_version, lld_version, load_host, ptx)
@@ -190,13 +191,14 @@ def compile_kernel(k: ir.Kernel, target: str, cache: Optional[KernelCache] = Non
     """Build a kernel for a target, reusing the disk cache when the IR, target and toolchain are unchanged.
 
     With emulation=True an AMD code object also carries the kernel's host build (the real ISA is still built and
-    checked), for the emulated GPU's fast mode, which runs that instead of the machine code.
+    checked), for the emulated GPU's fast mode, which runs that instead of the machine code; an NVIDIA build's PTX
+    (and so its cubin) carries the checked host build the emulated NVIDIA GPU runs (compiler/emulation.py).
     """
     if target not in TARGETS:
         raise ToolchainError(f"unknown target {target!r}; targets are {', '.join(TARGETS)}")
     kind = target_kind(target)
-    if emulation and kind != "amd":
-        raise ToolchainError(f"emulation=True carries a host build inside an AMD code object; {target} has none")
+    if emulation and kind == "host":
+        raise ToolchainError("emulation=True carries a host build inside a GPU binary; the host target is one already")
     if kind == "nv" and k.lds_bytes > NV_STATIC_SHARED_BYTES:
         raise ToolchainError(f"{k.name}: local arrays take {k.lds_bytes} bytes; NVIDIA allows {NV_STATIC_SHARED_BYTES} "
                              "bytes of static shared memory per block")
@@ -212,6 +214,12 @@ def compile_kernel(k: ir.Kernel, target: str, cache: Optional[KernelCache] = Non
         obj = host_build(llvm_ir)
         return CompiledKernel(k.name, target, obj, args, k.local_size, k.lds_bytes, None, load_host(obj, k.name), key=key)
     if kind == "nv":
+        if emulation:  # the checked host build the emulated NVIDIA GPU runs, carried in the module (emulation.py)
+            checked = cache.get_or_build((GENERATOR, key, "checked", render_checked_host(k), llvm_version(), host_cpu()),
+                                         "host", lambda: host_object(render_checked_host(k), k.name))
+            record = nv_emulation_record(k.name, k.local_size, [(a.offset, a.size, a.kind == "buffer") for a in args],
+                                         checked)
+            llvm_ir = with_nv_host_build(llvm_ir, k.name, record)
         text = cache.get_or_build((GENERATOR, key, llvm_ir, llvm_version(), *GPU_CODEGEN_OPTIONS), target,
                                   lambda: ptx(llvm_ir, k.name, target).encode())
         return CompiledKernel(k.name, target, text, args, k.local_size, k.lds_bytes, key=key, _cache=cache)

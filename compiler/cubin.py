@@ -226,6 +226,9 @@ def parse_nv_info(data: bytes, where: str) -> list[Attribute]:
     return out
 
 
+EMULATION_RECORD_PREFIX = "__baregpu_nvhost_"  # compiler.emulation.with_nv_host_build's global
+
+
 @dataclass
 class CubinKernel:
     """What a launch needs of one kernel of a cubin, read from its sections and attributes."""
@@ -396,6 +399,10 @@ class Cubin:
         where = f"{self.name}: kernel {name}"
         for r in self.relocations:
             target = self.by_name[r.section]
+            # ptxas lists every visible global's address in .nv.constant4 for the loader; the emulation record
+            # (compiler/emulation.py) is one no kernel code reads, so its slot may stay unresolved.
+            if r.symbol and r.symbol.startswith(EMULATION_RECORD_PREFIX):
+                continue
             if target.flags & SHF_ALLOC:
                 raise CubinError(f"{where}: relocation {r.type_name} at {r.section}+{r.offset:#x} against "
                                  f"{r.symbol or 'no symbol'} would have to be resolved by the loader, and this one "

@@ -729,6 +729,76 @@ class HostRenderer(Renderer):
         return "\n".join(sorted(self.decls) + fn) + "\n"
 
 
+class CheckedHostRenderer(HostRenderer):
+    """The host build the emulated NVIDIA GPU runs: every buffer access is checked against the mapping its buffer's
+    address lies in, as the GPU's MMU would fault it.
+
+    Signature: fn(args, gx, gy, gz, first, count, limits, fault). args holds each buffer as a host address the
+    emulator translated; limits holds, per buffer parameter in order, the bytes accessible from that address (the rest
+    of its mapping). An access outside [0, limit) is skipped (a load reads 0) and the first one is recorded in fault,
+    a compiler.emulation.HostFault: byte offset from the buffer's base, buffer index, whether it was a store, hit=1.
+    The emulator reports it as an MMU fault at the buffer's GPU address plus the offset."""
+
+    def __init__(self, k: ir.Kernel):
+        super().__init__(k)
+        self.buffer_index = {m.name: i for i, m in enumerate(p for p in k.params if isinstance(p, ir.Memory))}
+        self.entry.append("  %.dummy = alloca [2 x i64], align 16")  # what a skipped access reads and writes
+        self.writing = False
+
+    def stmts(self, body: list) -> None:
+        for s in body:
+            if isinstance(s, ir.Store):
+                idx, val = self.mem_index(s.index), self.expr(s.value)
+                self.writing = True
+                ptr = self.memory_ptr(s.mem, idx)
+                self.writing = False
+                self.emit(f"store {_lt(s.value.dtype)} {val}, {ptr}, align {ALIGN[s.value.dtype.name]}")
+            else:
+                super().stmts([s])
+
+    def memory_ptr(self, m: ir.Memory, index: str) -> str:
+        if m.space != "global":
+            return super().memory_ptr(m, index)
+        size = m.dtype.bits // 8
+        j = self.buffer_index[m.name]
+        i64, gep = self.tmp(), self.tmp()
+        self.emit(f"{i64} = sext i32 {index} to i64")
+        self.emit(f"{gep} = getelementptr {_lt(m.dtype)}, ptr %{m.name}, i64 {i64}")
+        off = self.emit(f"{self.tmp()} = mul i64 {i64}, {size}")
+        end = self.emit(f"{self.tmp()} = add i64 {off}, {size}")
+        # Unsigned: a negative offset is huge and fails; both ends inside the mapping.
+        lo = self.emit(f"{self.tmp()} = icmp ult i64 {off}, %.limit{j}")
+        hi = self.emit(f"{self.tmp()} = icmp ule i64 {end}, %.limit{j}")
+        ok = self.emit(f"{self.tmp()} = and i1 {lo}, {hi}")
+        bad, cont, record = self.label("oob"), self.label("inb"), self.label("oobfirst")
+        self.emit(f"br i1 {ok}, label %{cont}, label %{bad}")
+        self.block(bad)
+        self.emit("store i64 0, ptr %.dummy, align 16")  # a skipped load reads zero
+        hit_ptr = self.emit(f"{self.tmp()} = getelementptr inbounds i8, ptr %.fault, i64 16")
+        hit = self.emit(f"{self.tmp()} = load i32, ptr {hit_ptr}, align 4")
+        first = self.emit(f"{self.tmp()} = icmp eq i32 {hit}, 0")
+        self.emit(f"br i1 {first}, label %{record}, label %{cont}")
+        self.block(record)  # only the first bad access is recorded: later ones are usually its consequences
+        self.emit(f"store i64 {off}, ptr %.fault, align 8")
+        param_ptr = self.emit(f"{self.tmp()} = getelementptr inbounds i8, ptr %.fault, i64 8")
+        self.emit(f"store i32 {j}, ptr {param_ptr}, align 4")
+        write_ptr = self.emit(f"{self.tmp()} = getelementptr inbounds i8, ptr %.fault, i64 12")
+        self.emit(f"store i32 {int(self.writing)}, ptr {write_ptr}, align 4")
+        self.emit(f"store i32 1, ptr {hit_ptr}, align 4")
+        self.emit(f"br label %{cont}")
+        self.block(cont)
+        ptr = self.emit(f"{self.tmp()} = select i1 {ok}, ptr {gep}, ptr %.dummy")
+        return f"ptr {ptr}"
+
+    def render(self) -> str:
+        for name, j in self.buffer_index.items():
+            self.entry.append(f"  %.limitp{j} = getelementptr inbounds i64, ptr %.limits, i64 {j}")
+            self.entry.append(f"  %.limit{j} = load i64, ptr %.limitp{j}, align 8")
+        text = super().render()
+        return text.replace("i64 %.first, i64 %.count)", "i64 %.first, i64 %.count, ptr noalias %.limits, "
+                            "ptr noalias %.fault)", 1)
+
+
 def target_kind(target: str) -> str:
     """'host', 'amd' or 'nv' for a target name; a clear error for anything else."""
     if target == "host":
@@ -746,3 +816,9 @@ def render(k: ir.Kernel, target: str) -> str:
     validate(k)
     cls = {"host": HostRenderer, "amd": AMDGPURenderer, "nv": NVPTXRenderer}[target_kind(target)]
     return cls(k).render()
+
+
+def render_checked_host(k: ir.Kernel) -> str:
+    """LLVM IR of the host build with every buffer access checked (CheckedHostRenderer), for the emulated NVIDIA GPU."""
+    validate(k)
+    return CheckedHostRenderer(k).render()

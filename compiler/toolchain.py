@@ -147,6 +147,32 @@ class HostFunction:
             (self.fn_holding_gil if hold_gil else self.fn)(args_ptr, gx, gy, gz, first, count)
 
 
+class CheckedHostFunction:
+    """A checked host build (compiler.llvm_render.CheckedHostRenderer) loaded from its object file.
+
+    Call as f(args_ptr, gx, gy, gz, first, count, limits_ptr, fault_ptr); releases the GIL while the kernel runs."""
+
+    def __init__(self, obj: bytes, name: str):
+        llvm = _llvm()
+        self.name = name
+        self.engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), _host_tm())
+        self.engine.add_object_file(llvm.ObjectFileRef.from_data(obj))
+        self.engine.finalize_object()
+        addr = self.engine.get_function_address(name)
+        if not addr:
+            raise ToolchainError(f"{name}: the checked host object has no function {name}")
+        self.fn = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int32, ctypes.c_int32, ctypes.c_int32,
+                                   ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p)(addr)
+
+    def __call__(self, args_ptr: int, gx: int, gy: int, gz: int, first: int, count: int, limits_ptr: int,
+                 fault_ptr: int) -> None:
+        total = gx * gy * gz
+        if first < 0 or count < 0 or first + count > total:
+            raise ValueError(f"{self.name}: workgroups [{first}, {first + count}) are outside the grid {gx}x{gy}x{gz}")
+        if count:
+            self.fn(args_ptr, gx, gy, gz, first, count, limits_ptr, fault_ptr)
+
+
 # A store fence as LLVM IR: on x86 SFENCE orders write-combined stores before later ones (a plain `fence release`
 # compiles to nothing there, since ordinary x86 stores are already ordered); elsewhere a release fence (aarch64: DMB).
 _FENCE_IR = {
