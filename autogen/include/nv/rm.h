@@ -695,4 +695,50 @@ typedef struct NV2080_CTRL_EVENT_SET_NOTIFICATION_PARAMS {  /* src/common/sdk/nv
     NvU16 info16;
 } NV2080_CTRL_EVENT_SET_NOTIFICATION_PARAMS;
 
+/* ---- added for the emulated RM (emu/nv/rm.py): unmapping, OS event teardown, engine types, Ada, more statuses ---- */
+/* src/common/sdk/nvidia/inc/nvos.h: NV_ESC_RM_UNMAP_MEMORY */
+typedef struct NVOS34_PARAMETERS {
+    NvHandle hClient;
+    NvHandle hDevice;
+    NvHandle hMemory;
+    NvP64 pLinearAddress __attribute__((aligned(8)));
+    NvU32 status;
+    NvU32 flags;
+} NVOS34_PARAMETERS;
+/* kernel-open/common/inc/nv-ioctl.h: NV_ESC_FREE_OS_EVENT */
+typedef struct nv_ioctl_free_os_event {
+    NvHandle hClient;
+    NvHandle hDevice;
+    NvU32 fd;
+    NvU32 Status;
+} nv_ioctl_free_os_event_t;
+#define NV_IOC_RM_UNMAP_MEMORY _IOWR(NV_IOCTL_MAGIC, NV_ESC_RM_UNMAP_MEMORY, NVOS34_PARAMETERS)
+#define NV_IOC_FREE_OS_EVENT _IOWR(NV_IOCTL_MAGIC, NV_ESC_FREE_OS_EVENT, nv_ioctl_free_os_event_t)
+#define NV_IOC_RM_GET_EVENT_DATA _IOWR(NV_IOCTL_MAGIC, NV_ESC_RM_GET_EVENT_DATA, NVOS41_PARAMETERS)
+#define NV2080_ENGINE_TYPE_NULL 0x00000000      /* src/common/sdk/nvidia/inc/class/cl2080_notification.h */
+#define NV2080_ENGINE_TYPE_GRAPHICS 0x00000001  /* src/common/sdk/nvidia/inc/class/cl2080_notification.h */
+#define NV2080_ENGINE_TYPE_COPY0 0x00000009     /* src/common/sdk/nvidia/inc/class/cl2080_notification.h */
+#define NV2080_ENGINE_TYPE_COPY9 0x00000012     /* src/common/sdk/nvidia/inc/class/cl2080_notification.h */
+#define NV2080_CTRL_MC_ARCH_INFO_ARCHITECTURE_AD100 0x00000190  /* src/common/sdk/nvidia/inc/ctrl/ctrl2080/ctrl2080mc.h */
+#define NV2080_CTRL_MC_ARCH_INFO_IMPLEMENTATION_AD102 0x00000002  /* src/common/sdk/nvidia/inc/ctrl/ctrl2080/ctrl2080mc.h */
+#define HOPPER_USERMODE_A 0xc661                 /* src/common/sdk/nvidia/inc/class/clc661.h */
+#define NV_ERR_BUSY_RETRY 0x00000003             /* src/common/sdk/nvidia/inc/nvstatuscodes.h */
+#define NV_ERR_GPU_UUID_NOT_FOUND 0x00000012     /* src/common/sdk/nvidia/inc/nvstatuscodes.h */
+#define NV_ERR_INVALID_EVENT 0x00000028          /* src/common/sdk/nvidia/inc/nvstatuscodes.h */
+#define NV_ERR_INVALID_OFFSET 0x00000037         /* src/common/sdk/nvidia/inc/nvstatuscodes.h */
+#define NV_ERR_INVALID_POINTER 0x0000003D        /* src/common/sdk/nvidia/inc/nvstatuscodes.h */
+#define NV_ERR_INVALID_REQUEST 0x0000003F        /* src/common/sdk/nvidia/inc/nvstatuscodes.h */
+#define NV_ERR_PAGE_TABLE_NOT_AVAIL 0x0000005D   /* src/common/sdk/nvidia/inc/nvstatuscodes.h */
+#define NV_ERR_OUT_OF_RANGE 0x0000005B           /* src/common/sdk/nvidia/inc/nvstatuscodes.h */
+#define NV_ERR_STATE_IN_USE 0x00000063           /* src/common/sdk/nvidia/inc/nvstatuscodes.h */
+#define NV_ERR_UVM_ADDRESS_IN_USE 0x00000068     /* src/common/sdk/nvidia/inc/nvstatuscodes.h */
+#define NV_WARN_NOTHING_TO_DO 0x00010006         /* src/common/sdk/nvidia/inc/nvstatuscodes.h */
+
+/* ---- added for the driver (drivers/nv/device.py): the device's VA mode ---- */
+#define NV_DEVICE_ALLOCATION_VAMODE_OPTIONAL_MULTIPLE_VASPACES 0x00000000  /* src/common/sdk/nvidia/inc/nvos.h */
+#define NV_DEVICE_ALLOCATION_VAMODE_SINGLE_VASPACE 0x00000001              /* src/common/sdk/nvidia/inc/nvos.h */
+#define NV_DEVICE_ALLOCATION_VAMODE_MULTIPLE_VASPACES 0x00000002           /* src/common/sdk/nvidia/inc/nvos.h */
+
+#define ROBUST_CHANNEL_PREEMPTIVE_REMOVAL 45      /* src/common/sdk/nvidia/inc/nverror.h */
+
 #endif

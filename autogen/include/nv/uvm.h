@@ -129,4 +129,9 @@ typedef struct UVM_PAGEABLE_MEM_ACCESS_PARAMS {
     NV_STATUS rmStatus;
 } UVM_PAGEABLE_MEM_ACCESS_PARAMS;
 
+/* added for the emulated UVM (emu/nv/uvm.py): UVM_INITIALIZE flags */
+#define UVM_INIT_FLAGS_DISABLE_HMM 0x1                 /* kernel-open/nvidia-uvm/uvm_types.h */
+#define UVM_INIT_FLAGS_MULTI_PROCESS_SHARING_MODE 0x2  /* kernel-open/nvidia-uvm/uvm_types.h */
+#define UVM_INIT_FLAGS_MASK 0x3                        /* kernel-open/nvidia-uvm/uvm_types.h */
+
 #endif
