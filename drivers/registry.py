@@ -15,12 +15,11 @@ from hcq.errors import HCQError
 
 # Vendor names a user may write, each with the driver status when it cannot be opened yet.
 NOT_BUILT = {
-    "NV": "the NVIDIA (RM/UVM) driver is not built yet",
     "QCOM": "the Qualcomm Adreno (kgsl) driver is not built yet",
     "USB": "the ASM2464 USB bridge driver is not built yet",
     "AM": "the AM driver (AMD without a kernel driver, over PCI BARs) is not built yet",
 }
-EMULATE_HINT = ("For an emulated AMD GPU set BAREGPU_EMULATE=amd (or 1 for every vendor), e.g. "
+EMULATE_HINT = ("For an emulated GPU set BAREGPU_EMULATE=amd or nv (or 1 for every vendor), e.g. "
                 "`BAREGPU_EMULATE=1 python your_script.py`; `python -m tools.gpu_probe` says what this machine has")
 
 
@@ -79,6 +78,41 @@ def _open_amd(index: int) -> Device:
     return KFDDevice(index, system)
 
 
+def _nv_system() -> Any:
+    from drivers.emulation import system_for
+    return _shared_system("nv", system_for)
+
+
+def nv_gpu_count(system: Any) -> int:
+    """NVIDIA GPUs here: one /dev/nvidiaN node each (nvidia.ko makes them at load), none without /dev/nvidiactl."""
+    if not system.exists("/dev/nvidiactl"):
+        return 0
+    try:
+        names = system.listdir("/dev")
+    except OSError:
+        return 0
+    return sum(1 for n in names if n.startswith("nvidia") and n[6:].isdigit())
+
+
+def _open_nv(index: int) -> Device:
+    from drivers.nv.device import NVDevice
+    system = _nv_system()
+    count = nv_gpu_count(system)
+    if index >= count:
+        name = f"NV:{index}" if index else "NV"
+        if getattr(system, "emulated", False):
+            why = (f"the emulated machine has {count} NVIDIA GPU(s) (BAREGPU_EMU_NV lists one sm_XX per GPU, e.g. "
+                   "sm_90,sm_86 for two)")
+        elif count:
+            why = f"this machine has {count} NVIDIA GPU(s) (/dev/nvidia0..)"
+        else:
+            why = "this machine has no NVIDIA GPU that the driver exposes (/dev/nvidiactl: is nvidia loaded?)"
+        hint = "" if getattr(system, "emulated", False) else f" {EMULATE_HINT}."
+        raise DeviceNotFoundError(f"device {name!r} is not here: {why}. Devices here: "
+                                  f"{', '.join(available_devices())}.{hint}")
+    return NVDevice(index, system)
+
+
 # One System per vendor per process: GPUs of one machine share it (an emulated machine is made once, so
 # "AMD" and "AMD:1" are two GPUs of the same machine, as on hardware).
 _SYSTEMS: dict[str, Any] = {}
@@ -92,7 +126,7 @@ def _shared_system(vendor: str, make: Callable[[str], Any]) -> Any:
         return _SYSTEMS[vendor]
 
 
-OPENERS: dict[str, Callable[[int], Device]] = {"CPU": _open_cpu, "AMD": _open_amd}
+OPENERS: dict[str, Callable[[int], Device]] = {"CPU": _open_cpu, "AMD": _open_amd, "NV": _open_nv}
 
 
 def available_devices() -> list[str]:
@@ -105,6 +139,12 @@ def available_devices() -> list[str]:
         count = 0
     suffix = " (emulated)" if count and getattr(_SYSTEMS.get("amd"), "emulated", False) else ""
     names += [(f"AMD:{i}" if i else "AMD") + suffix for i in range(count)]
+    try:
+        count = nv_gpu_count(_nv_system())
+    except (OSError, HCQError):
+        count = 0
+    suffix = " (emulated)" if count and getattr(_SYSTEMS.get("nv"), "emulated", False) else ""
+    names += [(f"NV:{i}" if i else "NV") + suffix for i in range(count)]
     return names
 
 

@@ -14,6 +14,16 @@ def lld() -> str:
     return lld_path()
 
 
+@pytest.fixture
+def ptxas() -> str:
+    """ptxas's path; skips the test, naming both ways to get it, where there is none: the emulated NVIDIA GPU runs what
+    a cubin carries, and cubins come from ptxas."""
+    from compiler.ptxas import ptxas_missing, ptxas_path
+    if ptxas_missing():
+        pytest.skip(ptxas_missing())
+    return ptxas_path()
+
+
 @pytest.fixture(scope="session", autouse=True)
 def private_lock_dir(tmp_path_factory: pytest.TempPathFactory):
     """Device locks of this test run live in a folder of its own: machine-wide emulated GPUs (gpu_probe, the

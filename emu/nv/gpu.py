@@ -107,7 +107,6 @@ class EmuNVGPU:
         self.on_nonstall: Callable[[int], None] | None = None
         self.on_error: Callable[[int, int, dict], None] | None = None
         self.closing = False
-        self.stalled: frozenset[str] = frozenset()
         self.channels: dict[int, Channel] = {}
         self.vaspaces: "weakref.WeakSet[VASpace]" = weakref.WeakSet()
         self.poisoned: list[tuple[int, int]] = []
@@ -237,13 +236,16 @@ class EmuNVGPU:
 
     # --- fault injection ---
     def stall(self, engine: str, on: bool = True) -> None:
-        """Hang injection: channels of `engine` ("compute" | "copy") stop consuming methods until un-stalled."""
+        """Hang injection: the channels of `engine` ("compute" | "copy") that exist now stop consuming methods until
+        un-stalled. Channels made later (a driver's recovery replaces the hung ones) run, as on a card whose hung
+        channel was torn down."""
         if engine not in ("compute", "copy"):
             raise ValueError(f"engine {engine!r} is not 'compute' or 'copy'")
-        self.stalled = self.stalled | {engine} if on else self.stalled - {engine}
-        if not on:
-            for c in list(self.channels.values()):
-                c.wake.set()
+        for c in list(self.channels.values()):
+            if c.desc.engine == engine:
+                c.stalled = on
+                if not on:
+                    c.wake.set()
 
     def delay(self, token: int, seconds: float) -> None:
         """Late semaphores: the channel runs no further method for `seconds`."""

@@ -81,6 +81,7 @@ class Channel:
         self.vas = desc.vaspace
         self.entries = desc.entries
         self.hopper = desc.host_class == C.HOPPER_CHANNEL_GPFIFO_A
+        self.stalled = False  # hang injection (EmuNVGPU.stall): set on the channels that existed when it was called
         self.objects: dict[int, Engine] = {}
         self.subch: dict[int, Engine] = {}
         self.sem_lo = self.sem_hi = self.payload_lo = self.payload_hi = 0
@@ -158,7 +159,7 @@ class Channel:
             if gpu.closing or self.removed or self.dead:
                 raise Stopped()
             now = time.monotonic()
-            if self.desc.engine in gpu.stalled:
+            if self.stalled:
                 time.sleep(0.002)
             elif now < self.not_before:
                 time.sleep(min(0.002, self.not_before - now))
@@ -271,7 +272,7 @@ class Channel:
     # --- methods ---
     def _method(self, subch: int, method: int, data: int) -> None:
         self.counts["methods"] += 1
-        if self.gpu.closing or self.removed or self.dead or self.desc.engine in self.gpu.stalled or self.not_before:
+        if self.gpu.closing or self.removed or self.dead or self.stalled or self.not_before:
             self._check()
             if self.not_before and time.monotonic() >= self.not_before:
                 self.not_before = 0.0

@@ -1100,19 +1100,22 @@ def _build_debugger(f: NVFile, client: RmClient, parent: RmObject, hclass: int, 
 
 
 _DEV = ("device", "subdevice")
+# Parents per class: src/nvidia/src/kernel/rmapi/resource_list.h (RS_ENTRY ... Parents). Two are narrower here than
+# there: a GPFIFO channel may also sit directly under the device, and an event under any object; neither is emulated.
 _CLASSES: dict[int, tuple[str, type | None, bool, tuple[str, ...], Callable[..., dict[str, Any]]]] = {
     cls.NV01_DEVICE_0: ("device", rm.NV0080_ALLOC_PARAMETERS, False, ("client",), _build_device),
     cls.NV20_SUBDEVICE_0: ("subdevice", rm.NV2080_ALLOC_PARAMETERS, False, ("device",), _build_subdevice),
     cls.TURING_USERMODE_A: ("usermode", None, False, ("subdevice",), _build_usermode),
     rm.HOPPER_USERMODE_A: ("usermode", None, False, ("subdevice",), _build_usermode),
     cls.FERMI_VASPACE_A: ("vaspace", rm.NV_VASPACE_ALLOCATION_PARAMETERS, False, _DEV, _build_vaspace),
-    cls.KEPLER_CHANNEL_GROUP_A: ("group", rm.NV_CHANNEL_GROUP_ALLOCATION_PARAMETERS, True, _DEV, _build_group),
+    cls.KEPLER_CHANNEL_GROUP_A: ("group", rm.NV_CHANNEL_GROUP_ALLOCATION_PARAMETERS, True, ("device",),
+                                 _build_group),
     cls.FERMI_CONTEXT_SHARE_A: ("ctxshare", rm.NV_CTXSHARE_ALLOCATION_PARAMETERS, True, ("group",), _build_ctxshare),
     cls.NV01_MEMORY_LOCAL_USER: ("memory", rm.NV_MEMORY_ALLOCATION_PARAMS, True, _DEV, _build_memory),
-    cls.NV01_MEMORY_SYSTEM: ("memory", rm.NV_MEMORY_ALLOCATION_PARAMS, True, _DEV, _build_memory),
+    cls.NV01_MEMORY_SYSTEM: ("memory", rm.NV_MEMORY_ALLOCATION_PARAMS, True, ("device",), _build_memory),
     cls.NV01_EVENT_OS_EVENT: ("event", rm.NV0005_ALLOC_PARAMETERS, True, ("subdevice", "device", "channel"),
                               _build_event),
-    rm.GT200_DEBUGGER: ("debugger", rm.NV83DE_ALLOC_PARAMETERS, True, ("client",), _build_debugger),
+    rm.GT200_DEBUGGER: ("debugger", rm.NV83DE_ALLOC_PARAMETERS, True, ("device",), _build_debugger),
     **{c: ("channel", rm.NV_CHANNEL_ALLOC_PARAMS, True, ("group",), _build_channel) for c in CHANNEL_CLASSES},
     **{c: ("engine", None, False, ("channel",), _build_engine_object) for c in COMPUTE_CLASSES | COPY_CLASSES},
 }

@@ -41,27 +41,52 @@ def open_amd_gfx12(small: bool = False):
     return open_amd(small, "gfx1201")
 
 
+def open_nv(small: bool = False, target: str = "sm_90"):
+    """An emulated NVIDIA GPU behind the emulated RM and UVM, on a private machine; a small GPFIFO ring so ring wraps
+    come quickly."""
+    from drivers.nv.device import NVDevice
+    from emu.machine import emulated_system
+    options = {"vram_limit": 16 << 20} if small else {}
+    system = emulated_system("nv", (target,), private=True, **options)
+    return NVDevice(0, system, ring_entries=64)
+
+
+def open_nv_ampere(small: bool = False):
+    return open_nv(small, "sm_86")
+
+
 def real_devices() -> tuple[dict, str]:
     """Openers for the real GPUs here, named as users name them, and why there are none when there are none."""
     from drivers.amd.topology import read_topology
+    from drivers.registry import nv_gpu_count
     from drivers.system import LinuxSystem
     system = LinuxSystem()
     nodes = read_topology(system)
-    if not nodes:
-        return {}, "no real GPU on this machine (KFD lists none under /sys/class/kfd/kfd/topology/nodes)"
+    nv_count = nv_gpu_count(system)
+    if not nodes and not nv_count:
+        return {}, ("no real GPU on this machine (KFD lists none under /sys/class/kfd/kfd/topology/nodes, and there is "
+                    "no /dev/nvidiactl)")
 
-    def opener(index: int):
+    def opener(index: int, vendor: str):
         def open_real(small: bool = False):
             if small:
                 pytest.skip("a real GPU has no memory limit to inject")
+            if vendor == "nv":
+                from drivers.nv.device import NVDevice
+                return NVDevice(index, system)
             from drivers.amd.kfd import KFDDevice
             return KFDDevice(index, system)
         return open_real
-    return {f"AMD:{i} {n.name} (real)": opener(i) for i, n in enumerate(nodes)}, ""
+    found = {f"AMD:{i} {n.name} (real)": opener(i, "amd") for i, n in enumerate(nodes)}
+    found.update({f"NVIDIA:{i} (real)": opener(i, "nv") for i in range(nv_count)})
+    return found, ""
 
 
 REAL, NO_REAL = real_devices()
-DEVICES = {"CPU": open_cpu, "AMD": open_amd, "AMD gfx1201": open_amd_gfx12, **REAL}
+# NVIDIA devices are named "NVIDIA ..." so that `pytest -k nvidia` selects them (-k is case-blind: "nv" would also
+# match "env" and "inverse").
+DEVICES = {"CPU": open_cpu, "AMD": open_amd, "AMD gfx1201": open_amd_gfx12, "NVIDIA sm_90": open_nv,
+           "NVIDIA sm_86": open_nv_ampere, **REAL}
 PARAMS = sorted(DEVICES) + ([] if REAL else [pytest.param("real", marks=pytest.mark.skip(reason=NO_REAL))])
 
 
@@ -184,8 +209,10 @@ def compile_for(device, kernel, cache):
     if type(device).__name__ == "CPUDevice":
         return device.load_program(compile_kernel(kernel, "host", cache))
     from compiler.toolchain import lld_missing
-    if lld_missing():  # a machine ./setup.sh did not prepare: AMD code objects cannot be linked
-        pytest.skip(lld_missing())
+    from compiler.ptxas import ptxas_missing
+    missing = ptxas_missing() if device.target.startswith("sm_") else lld_missing()
+    if missing:  # a machine ./setup.sh did not prepare: AMD code objects cannot be linked, or no ptxas for cubins
+        pytest.skip(missing)
     host_builds = getattr(device.system, "host_kernels", False)
     return device.load_program(compile_kernel(kernel, device.target, cache, emulation=host_builds))
 
@@ -201,16 +228,17 @@ def test_compiled_kernel_reads_its_arguments(device, tmp_path):
         y[i] = x[i] * 2.0 + 1.0
     prog = compile_for(device, k, KernelCache(tmp_path))
     n_ = 100
-    xb, yb, args = host_buf(device, 4 * n_), host_buf(device, 4 * n_), host_buf(device, 64)
+    xb, yb = host_buf(device, 4 * n_), host_buf(device, 4 * n_)
     xb.numpy(np.float32)[:] = np.arange(n_, dtype=np.float32)
-    blob = prog.pack_args(xb.va, yb.va, n_)
+    blob = prog.pack_args(xb.va, yb.va, n_)  # the whole block the kernel reads (NVIDIA: its constant bank 0)
+    args = host_buf(device, max(64, len(blob)))
     args.cpu_view()[:len(blob)] = blob
     submit_and_sync(device, device.compute_queue().exec(prog, args, (4, 1, 1), (32, 1, 1)))
     np.testing.assert_array_equal(yb.numpy(np.float32), np.arange(n_, dtype=np.float32) * 2 + 1)
     # Replay the same launch on other buffers: only the kernel-argument address changes.
     q = device.compute_queue().exec(prog, Var("args"), (4, 1, 1), (32, 1, 1))
     q.signal(device.timeline, Var("t"))
-    args2, y2 = host_buf(device, 64), host_buf(device, 4 * n_)
+    args2, y2 = host_buf(device, max(64, len(blob))), host_buf(device, 4 * n_)
     blob2 = prog.pack_args(xb.va, y2.va, n_)
     args2.cpu_view()[:len(blob2)] = blob2
     q.submit(device, {"args": args2.va, "t": device.next_timeline_value()})

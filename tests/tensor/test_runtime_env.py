@@ -52,7 +52,7 @@ def test_debug_off_prints_nothing_and_a_bad_value_names_the_variable(monkeypatch
 
 
 @pytest.mark.parametrize("value, why", [("XYZ", "unknown kind 'XYZ'"), ("AMD:x", "index after ':' must be a number"),
-                                        ("NV", "not built yet")])
+                                        ("QCOM", "not built yet")])
 def test_a_bad_default_device_names_the_variable(monkeypatch, value, why):
     monkeypatch.setenv("BAREGPU_DEVICE", value)
     with pytest.raises(EnvError, match=rf"BAREGPU_DEVICE='{value}' is not valid: it names the tensor layer's default "

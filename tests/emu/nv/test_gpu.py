@@ -13,7 +13,7 @@ from autogen import nv_classes as C
 from autogen import nv_rm as R
 from emu.nv.gpu import EmuNVGPU
 from emu.nv.vaspace import MMUFault, VASpace
-from test_gpu_rig import DATA_VA, SUBCH, Rig, immd, inc, non_inc, one_inc, sem_acquire, sem_release
+from gpu_rig import DATA_VA, SUBCH, Rig, immd, inc, non_inc, one_inc, sem_acquire, sem_release
 
 PBDMA, MMU, CE = R.ROBUST_CHANNEL_PBDMA_ERROR, R.ROBUST_CHANNEL_FIFO_ERROR_MMU_ERR_FLT, R.ROBUST_CHANNEL_CE0_ERROR
 
@@ -52,6 +52,8 @@ def test_release_with_timestamp_writes_timestamp_then_payload_and_nonstall_inter
 
 def test_work_starts_only_on_the_doorbell_and_the_same_token_rings_again(rig):
     sem = rig.map(DATA_VA, 0x1000)
+    rig.wait_idle()  # the SET_OBJECT entry (rung at set-up) done, and the channel gone back to sleep: a channel that
+    time.sleep(0.02)  # is still fetching may see a GPPut store without a new doorbell, as a loaded PBDMA does
     rig.submit(sem_release(DATA_VA, 1, timestamp=False), doorbell=False)
     struct.pack_into("<I", rig.userd, 0x8C, rig.put)  # GPPut written, no doorbell
     time.sleep(0.05)

@@ -17,7 +17,7 @@ from compiler.ir import Kernel, f32
 from compiler.ptxas import ptxas_missing
 from emu.nv.qmd import read_qmd
 from test_gpu import until
-from test_gpu_rig import DATA_VA, SUBCH, Rig, inc, qmd, sem_release
+from gpu_rig import DATA_VA, SUBCH, Rig, inc, qmd, sem_release
 
 NO_PTXAS = ptxas_missing()
 pytestmark = pytest.mark.skipif(NO_PTXAS is not None, reason=f"no ptxas: {NO_PTXAS}")

@@ -176,8 +176,11 @@ def test_channel_error_writes_notifier_and_wakes(client, uvmc, nvsys):
     fd, _ = arm_os_event(c, system, h["sub"])
     tok = rm.NVC36F_CTRL_CMD_GPFIFO_GET_WORK_SUBMIT_TOKEN_PARAMS()
     c.control(ch, rm.NVC36F_CTRL_CMD_GPFIFO_GET_WORK_SUBMIT_TOKEN, tok)
-    dbg = c.alloc(c.client, 0, rm.GT200_DEBUGGER, rm.NV83DE_ALLOC_PARAMETERS(hAppClient=c.client,
-                                                                              hClass3dObject=compute))
+    # The debugger sits under the device (resource_list.h), never under the client.
+    assert c.status_of_alloc(c.client, rm.GT200_DEBUGGER, rm.NV83DE_ALLOC_PARAMETERS(
+        hAppClient=c.client, hClass3dObject=compute)) == rm.NV_ERR_INVALID_OBJECT_PARENT
+    dbg = c.alloc(h["dev"], 0, rm.GT200_DEBUGGER, rm.NV83DE_ALLOC_PARAMETERS(hAppClient=c.client,
+                                                                             hClass3dObject=compute))
     nv.gpus[0].on_error(tok.workSubmitToken, rm.ROBUST_CHANNEL_FIFO_ERROR_MMU_ERR_FLT,
                         {"address": 0xDEAD000, "access": "write", "engine": "compute"})
     note = rm.NvNotification.from_address(nv.clients[c.client].objects[h["notifier"]].state["mem"].host)
