@@ -13,9 +13,9 @@ import time
 
 from tools.bench import LEGEND, Bench, BenchError, Context, Result, progress, table, warm_up
 
-SUITES = ["allocator", "hcq_submit", "tensor", "emulator"]
+SUITES = ["allocator", "hcq_submit", "tensor", "emulator", "nv"]
 # suite name -> its ids' prefix
-SUITE_PREFIX = {"allocator": "allocator", "hcq_submit": "hcq", "tensor": "tensor", "emulator": "emulator"}
+SUITE_PREFIX = {"allocator": "allocator", "hcq_submit": "hcq", "tensor": "tensor", "emulator": "emulator", "nv": "nv"}
 
 
 def benches() -> list[Bench]:
