@@ -35,13 +35,18 @@ from hcq.signal import SIGNAL_SIZE, Signal, SignalPool
 
 def _pinned_version() -> str:
     """The open-gpu-kernel-modules version our structs were taken from: the one pin, autogen/include/nv/VERSION."""
-    import autogen
+    import re
     from pathlib import Path
+
+    import autogen
     try:
         text = (Path(autogen.__file__).parent / "include" / "nv" / "VERSION").read_text()
-    except OSError:
-        return "570.133.07"  # an install without the headers: the generated files say the same
-    return next(ln.split()[1] for ln in text.splitlines() if ln.startswith("open-gpu-kernel-modules "))
+    except OSError:  # an install without the headers: the generated module names the same pin in its "# Source:" line
+        text = Path(R.__file__).read_text()
+    found = re.search(r"open-gpu-kernel-modules (\d+\.\d+(?:\.\d+)?) [0-9a-f]{40}", text)
+    if found is None:
+        raise RuntimeError("no open-gpu-kernel-modules pin in autogen/include/nv/VERSION or autogen/nv_rm.py")
+    return found.group(1)
 
 
 PINNED_VERSION = _pinned_version()

@@ -16,9 +16,11 @@ import errno
 import hashlib
 import itertools
 import mmap as _mmap
+import re
 import select
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 from autogen import nv_classes as cls
@@ -28,7 +30,17 @@ from drivers.system import OSCallError
 from emu.nv.memory import PAGE_4K, MemObject, Pool, align_up, page_size_for
 from emu.system import EmulatedSystem, NodeHandler
 
-NV_VERSION_STRING = "570.133.07"  # the pinned open-gpu-kernel-modules release (autogen/include/nv/VERSION)
+
+def _pinned_version() -> str:
+    """The open-gpu-kernel-modules release our structs come from: the pin (autogen/include/nv/VERSION) as the
+    generated module we emulate records it in its "# Source:" line."""
+    found = re.search(r"open-gpu-kernel-modules (\d+\.\d+(?:\.\d+)?) [0-9a-f]{40}", Path(rm.__file__).read_text())
+    if found is None:
+        raise RuntimeError(f"{rm.__file__} names no open-gpu-kernel-modules pin: run python -m tools.autogen")
+    return found.group(1)
+
+
+NV_VERSION_STRING = _pinned_version()  # the emulated kernel module is the pinned release, so the check passes
 NV_IOCTL_MAGIC = rm.NV_IOCTL_MAGIC
 CLIENT_HANDLE_BASE = 0xC1D00000  # resserv: RS_CLIENT_HANDLE_BASE, where RM-chosen client handles start
 OBJECT_HANDLE_BASE = 0xCAF00000  # resserv: RS_UNIQUE_HANDLE_BASE, where RM-chosen object handles start
@@ -38,7 +50,7 @@ POLL_EVENTS = select.POLLIN | select.POLLPRI
 ROOT_CLASSES = (0x0, 0x1, cls.NV01_ROOT_CLIENT)  # NV01_ROOT, NV01_ROOT_NON_PRIV, NV01_ROOT_CLIENT (escape.c)
 EVENT_CLASSES = (0x5, cls.NV01_EVENT_OS_EVENT)  # NV01_EVENT and its OS-event form: allowed on /dev/nvidiaN too
 EVENT_INDEX_MASK = 0xFFFF  # NV0005 notifyIndex: the index is the low bits, NV01_EVENT_* flags the high ones
-NV2080_NOTIFIERS_MAXCOUNT = 192  # cl2080_notification.h (570): subdevice notifier indices are below it
+NV2080_NOTIFIERS_MAXCOUNT = rm.NV2080_NOTIFIERS_MAXCOUNT  # cl2080_notification.h: subdevice notifiers are below it
 
 # What each emulated target is shaped like (SPEC: classes by architecture; board facts of the card it imitates).
 TARGETS: dict[str, dict[str, Any]] = {
@@ -1143,6 +1155,7 @@ def _probed_ids(dev: EmulatedNV, obj: RmObject, p: Any) -> None:
     for i in range(rm.NV0000_CTRL_GPU_MAX_PROBED_GPUS):
         p.gpuIds[i] = dev.rgpus[i].gpu_id if i < len(dev.rgpus) else rm.NV0000_CTRL_GPU_INVALID_ID
         p.excludedGpuIds[i] = rm.NV0000_CTRL_GPU_INVALID_ID
+        p.gpuFlags[i] = 0  # ctrl0000gpu.h (580): PROBED_ID_FLAGS_SOC_DISPLAY_FALSE, a discrete GPU
 
 
 def _id_info_v2(dev: EmulatedNV, obj: RmObject, p: Any) -> None:

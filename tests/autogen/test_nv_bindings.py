@@ -140,14 +140,24 @@ def test_struct_sizes():
              nv_rm.NVOS00_PARAMETERS: 16, nv_rm.NVOS33_PARAMETERS: 48, nv_rm.NVOS02_PARAMETERS: 48,
              nv_rm.nv_ioctl_card_info_t: 72, nv_rm.NV_MEMORY_ALLOCATION_PARAMS: 128,
              nv_rm.NV_CHANNELGPFIFO_ALLOCATION_PARAMETERS: 368, nv_rm.NV0080_ALLOC_PARAMETERS: 56,
-             nv_rm.nv_ioctl_nvos33_parameters_with_fd: 56, nv_rm.NV_VASPACE_ALLOCATION_PARAMETERS: 48,
+             nv_rm.nv_ioctl_nvos33_parameters_with_fd: 56, nv_rm.NV_VASPACE_ALLOCATION_PARAMETERS: 56,
              nv_rm.nv_ioctl_rm_api_version_t: 72, nv_uvm.UVM_INITIALIZE_PARAMS: 16,
-             nv_uvm.UVM_REGISTER_GPU_PARAMS: 40, nv_uvm.UVM_MAP_EXTERNAL_ALLOCATION_PARAMS: 9264}
+             nv_uvm.UVM_REGISTER_GPU_PARAMS: 40, nv_uvm.UVM_MAP_EXTERNAL_ALLOCATION_PARAMS: 9264,
+             nv_rm.NV0000_CTRL_GPU_GET_PROBED_IDS_PARAMS: 384, nv_rm.NV0080_CTRL_GPU_GET_CLASSLIST_V2_PARAMS: 804,
+             nv_rm.NV2080_CTRL_FB_GET_INFO_V2_PARAMS: 1028, nv_rm.NVA06C_CTRL_GPFIFO_SCHEDULE_PARAMS: 3}
     got = {cls.__name__: ctypes.sizeof(cls) for cls in sizes}
     assert got == {cls.__name__: n for cls, n in sizes.items()}
     assert nv_rm.NV_CHANNELGPFIFO_ALLOCATION_PARAMETERS.userdOffset.offset == 64
     assert nv_rm.NV_CHANNELGPFIFO_ALLOCATION_PARAMETERS.instanceMem.offset == 144
     assert nv_uvm.UVM_MAP_EXTERNAL_ALLOCATION_PARAMS.gpuAttributesCount.offset == 9240
+    # Facts that changed from 570 to 580 (the pin moved to 580.126.20):
+    assert nv_rm.NV_VASPACE_ALLOCATION_PARAMETERS.pasid.offset == 48  # nvos.h: pasid appended after vaBase
+    assert nv_rm.NV0000_CTRL_GPU_GET_PROBED_IDS_PARAMS.gpuFlags.offset == 256  # ctrl0000gpu.h: gpuFlags[] appended
+    assert nv_rm.NV0080_CTRL_GPU_CLASSLIST_MAX_SIZE == 200  # ctrl0080gpu.h (was 100)
+    assert nv_rm.NV2080_CTRL_FB_INFO_MAX_LIST_SIZE == 0x80  # ctrl2080fb.h (was 0x39)
+    assert nv_rm.NVA06C_CTRL_GPFIFO_SCHEDULE_PARAMS.bSkipEnable.offset == 2  # ctrla06fgpfifo.h: bSkipEnable appended
+    assert nv_rm.NV2080_NOTIFIERS_MAXCOUNT == 198  # cl2080_notification.h: NV2080_NOTIFIERS_GPU_RC_RESET is 197
+    assert not hasattr(nv_rm, "NV2080_CTRL_MC_ARCH_INFO_IMPLEMENTATION_GB204")  # ctrl2080mc.h: removed upstream
 
 
 def test_class_ids_methods_and_qmd_fields():

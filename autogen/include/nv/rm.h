@@ -330,6 +330,7 @@ typedef struct nv_ioctl_wait_open_complete {
 #define NV_VASPACE_ALLOCATION_FLAGS_OPTIMIZE_PTETABLE_MEMPOOL_USAGE 0x800  /* src/common/sdk/nvidia/inc/nvos.h: BIT(11) */
 #define NV_VASPACE_ALLOCATION_FLAGS_REQUIRE_FIXED_OFFSET 0x1000  /* src/common/sdk/nvidia/inc/nvos.h: BIT(12) */
 #define NV_VASPACE_ALLOCATION_FLAGS_PTETABLE_HEAP_MANAGED 0x2000  /* src/common/sdk/nvidia/inc/nvos.h: BIT(13) */
+#define NV_VASPACE_ALLOCATION_FLAGS_ENABLE_NVLINK_ATS_TEST 0x4000  /* src/common/sdk/nvidia/inc/nvos.h: BIT(14) */
 #define NV_VASPACE_ALLOCATION_INDEX_GPU_NEW 0x00  /* src/common/sdk/nvidia/inc/nvos.h */
 #define NV_CTXSHARE_ALLOCATION_FLAGS_SUBCONTEXT_SHIFT 0  /* src/common/sdk/nvidia/inc/nvos.h: NV_CTXSHARE_ALLOCATION_FLAGS_SUBCONTEXT 1:0 */
 #define NV_CTXSHARE_ALLOCATION_FLAGS_SUBCONTEXT_WIDTH 2
@@ -377,6 +378,7 @@ typedef struct NV_VASPACE_ALLOCATION_PARAMETERS {
     NvU64 vaLimitInternal __attribute__((aligned(8)));
     NvU32 bigPageSize;
     NvU64 vaBase __attribute__((aligned(8)));
+    NvU32 pasid;
 } NV_VASPACE_ALLOCATION_PARAMETERS;
 
 /* src/common/sdk/nvidia/inc/nvos.h: NV01_MEMORY_LOCAL_USER, NV01_MEMORY_SYSTEM, NV01_MEMORY_VIRTUAL (NVOS32 type/attr/flags above) */
@@ -485,10 +487,11 @@ typedef struct NV0000_CTRL_GPU_GET_ID_INFO_V2_PARAMS {  /* src/common/sdk/nvidia
 typedef struct NV0000_CTRL_GPU_GET_PROBED_IDS_PARAMS {  /* src/common/sdk/nvidia/inc/ctrl/ctrl0000/ctrl0000gpu.h */
     NvU32 gpuIds[NV0000_CTRL_GPU_MAX_PROBED_GPUS];
     NvU32 excludedGpuIds[NV0000_CTRL_GPU_MAX_PROBED_GPUS];
+    NvU32 gpuFlags[NV0000_CTRL_GPU_MAX_PROBED_GPUS];
 } NV0000_CTRL_GPU_GET_PROBED_IDS_PARAMS;
 
 #define NV0080_CTRL_CMD_GPU_GET_CLASSLIST_V2 0x800292  /* src/common/sdk/nvidia/inc/ctrl/ctrl0080/ctrl0080gpu.h */
-#define NV0080_CTRL_GPU_CLASSLIST_MAX_SIZE 100    /* src/common/sdk/nvidia/inc/ctrl/ctrl0080/ctrl0080gpu.h */
+#define NV0080_CTRL_GPU_CLASSLIST_MAX_SIZE 200    /* src/common/sdk/nvidia/inc/ctrl/ctrl0080/ctrl0080gpu.h */
 typedef struct NV0080_CTRL_GPU_GET_CLASSLIST_V2_PARAMS {  /* src/common/sdk/nvidia/inc/ctrl/ctrl0080/ctrl0080gpu.h */
     NvU32 numClasses;
     NvU32 classList[NV0080_CTRL_GPU_CLASSLIST_MAX_SIZE];
@@ -518,7 +521,6 @@ typedef struct NV2080_CTRL_MC_GET_ARCH_INFO_PARAMS {  /* src/common/sdk/nvidia/i
 #define NV2080_CTRL_MC_ARCH_INFO_IMPLEMENTATION_GB200 0x00000000  /* src/common/sdk/nvidia/inc/ctrl/ctrl2080/ctrl2080mc.h */
 #define NV2080_CTRL_MC_ARCH_INFO_IMPLEMENTATION_GB202 0x00000002  /* src/common/sdk/nvidia/inc/ctrl/ctrl2080/ctrl2080mc.h */
 #define NV2080_CTRL_MC_ARCH_INFO_IMPLEMENTATION_GB203 0x00000003  /* src/common/sdk/nvidia/inc/ctrl/ctrl2080/ctrl2080mc.h */
-#define NV2080_CTRL_MC_ARCH_INFO_IMPLEMENTATION_GB204 0x00000004  /* src/common/sdk/nvidia/inc/ctrl/ctrl2080/ctrl2080mc.h */
 #define NV2080_CTRL_MC_ARCH_INFO_IMPLEMENTATION_GB205 0x00000005  /* src/common/sdk/nvidia/inc/ctrl/ctrl2080/ctrl2080mc.h */
 #define NV2080_CTRL_MC_ARCH_INFO_IMPLEMENTATION_GB206 0x00000006  /* src/common/sdk/nvidia/inc/ctrl/ctrl2080/ctrl2080mc.h */
 #define NV2080_CTRL_MC_ARCH_INFO_IMPLEMENTATION_GB207 0x00000007  /* src/common/sdk/nvidia/inc/ctrl/ctrl2080/ctrl2080mc.h */
@@ -585,6 +587,7 @@ typedef struct NVC36F_CTRL_CMD_GPFIFO_GET_WORK_SUBMIT_TOKEN_PARAMS {  /* src/com
 typedef struct NVA06F_CTRL_GPFIFO_SCHEDULE_PARAMS {  /* src/common/sdk/nvidia/inc/ctrl/ctrla06f/ctrla06fgpfifo.h */
     NvBool bEnable;
     NvBool bSkipSubmit;
+    NvBool bSkipEnable;
 } NVA06F_CTRL_GPFIFO_SCHEDULE_PARAMS;
 typedef NVA06F_CTRL_GPFIFO_SCHEDULE_PARAMS NVA06C_CTRL_GPFIFO_SCHEDULE_PARAMS;  /* src/common/sdk/nvidia/inc/ctrl/ctrla06c.h */
 
@@ -638,7 +641,7 @@ typedef struct NV83DE_CTRL_DEBUG_READ_MMU_FAULT_INFO_PARAMS {  /* src/common/sdk
 #define NV2080_CTRL_CMD_FB_GET_INFO_V2 0x20801303  /* src/common/sdk/nvidia/inc/ctrl/ctrl2080/ctrl2080fb.h */
 #define NV2080_CTRL_FB_INFO_INDEX_BAR1_SIZE 0x5   /* src/common/sdk/nvidia/inc/ctrl/ctrl2080/ctrl2080fb.h */
 #define NV2080_CTRL_FB_INFO_INDEX_RAM_SIZE 0x7    /* src/common/sdk/nvidia/inc/ctrl/ctrl2080/ctrl2080fb.h: in KiB */
-#define NV2080_CTRL_FB_INFO_MAX_LIST_SIZE 0x39    /* src/common/sdk/nvidia/inc/ctrl/ctrl2080/ctrl2080fb.h */
+#define NV2080_CTRL_FB_INFO_MAX_LIST_SIZE 0x80    /* src/common/sdk/nvidia/inc/ctrl/ctrl2080/ctrl2080fb.h */
 typedef struct NV2080_CTRL_FB_INFO {  /* src/common/sdk/nvidia/inc/ctrl/ctrlxxxx.h: NVXXXX_CTRL_XXX_INFO */
     NvU32 index;
     NvU32 data;
@@ -668,6 +671,7 @@ typedef struct NV2080_CTRL_GPU_GET_NAME_STRING_PARAMS {  /* src/common/sdk/nvidi
 #define NV2080_NOTIFIERS_FIFO_EVENT_MTHD 35        /* src/common/sdk/nvidia/inc/class/cl2080_notification.h */
 #define NV2080_NOTIFIERS_GRAPHICS 12               /* src/common/sdk/nvidia/inc/class/cl2080_notification.h */
 #define NV2080_NOTIFIERS_CE0 23                    /* src/common/sdk/nvidia/inc/class/cl2080_notification.h */
+#define NV2080_NOTIFIERS_MAXCOUNT 198              /* src/common/sdk/nvidia/inc/class/cl2080_notification.h */
 #define NV01_EVENT_NONSTALL_INTR 0x08000000        /* src/common/sdk/nvidia/inc/nvos.h */
 #define NV01_EVENT_WITHOUT_EVENT_DATA 0x10000000   /* src/common/sdk/nvidia/inc/nvos.h */
 /* src/common/sdk/nvidia/inc/nvos.h: one dequeued event */

@@ -28,17 +28,17 @@
 #define UVM_PARENT_ID_MAX_SUB_PROCESSORS 8       /* kernel-open/nvidia-uvm/uvm_types.h */
 #define UVM_MAX_GPUS (NV_MAX_DEVICES * UVM_PARENT_ID_MAX_SUB_PROCESSORS)  /* kernel-open/nvidia-uvm/uvm_types.h */
 
-/* values of UvmGpuMappingAttributes fields: kernel-open/nvidia-uvm/uvm_types.h (UvmGpuMappingType, UvmGpuCachingType, ...) */
-#define UvmGpuMappingTypeDefault 0               /* kernel-open/nvidia-uvm/uvm_types.h */
-#define UvmGpuMappingTypeReadWriteAtomic 1       /* kernel-open/nvidia-uvm/uvm_types.h */
-#define UvmGpuMappingTypeReadWrite 2             /* kernel-open/nvidia-uvm/uvm_types.h */
-#define UvmGpuMappingTypeReadOnly 3              /* kernel-open/nvidia-uvm/uvm_types.h */
-#define UvmGpuCachingTypeDefault 0               /* kernel-open/nvidia-uvm/uvm_types.h */
-#define UvmGpuCachingTypeForceUncached 1         /* kernel-open/nvidia-uvm/uvm_types.h */
-#define UvmGpuCachingTypeForceCached 2           /* kernel-open/nvidia-uvm/uvm_types.h */
-#define UvmGpuFormatTypeDefault 0                /* kernel-open/nvidia-uvm/uvm_types.h */
-#define UvmGpuFormatElementBitsDefault 0         /* kernel-open/nvidia-uvm/uvm_types.h */
-#define UvmGpuCompressionTypeDefault 0           /* kernel-open/nvidia-uvm/uvm_types.h */
+/* values of UvmGpuMappingAttributes fields: kernel-open/common/inc/nv_uvm_user_types.h (UvmGpuMappingType, UvmGpuCachingType, ...) */
+#define UvmGpuMappingTypeDefault 0               /* kernel-open/common/inc/nv_uvm_user_types.h */
+#define UvmGpuMappingTypeReadWriteAtomic 1       /* kernel-open/common/inc/nv_uvm_user_types.h */
+#define UvmGpuMappingTypeReadWrite 2             /* kernel-open/common/inc/nv_uvm_user_types.h */
+#define UvmGpuMappingTypeReadOnly 3              /* kernel-open/common/inc/nv_uvm_user_types.h */
+#define UvmGpuCachingTypeDefault 0               /* kernel-open/common/inc/nv_uvm_user_types.h */
+#define UvmGpuCachingTypeForceUncached 1         /* kernel-open/common/inc/nv_uvm_user_types.h */
+#define UvmGpuCachingTypeForceCached 2           /* kernel-open/common/inc/nv_uvm_user_types.h */
+#define UvmGpuFormatTypeDefault 0                /* kernel-open/common/inc/nv_uvm_user_types.h */
+#define UvmGpuFormatElementBitsDefault 0         /* kernel-open/common/inc/nv_uvm_user_types.h */
+#define UvmGpuCompressionTypeDefault 0           /* kernel-open/common/inc/nv_uvm_user_types.h */
 
 /* kernel-open/nvidia-uvm/uvm_types.h */
 typedef struct UvmGpuMappingAttributes {

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from drivers.nv import probe
+from drivers.nv.device import PINNED_VERSION
 from emu.system import EmulatedSystem
 
 
@@ -11,7 +12,7 @@ def test_probe_reports_the_driver_and_every_gpu():
     try:
         out = probe.probe(system)
         d = out["driver"]
-        assert d["loaded"] and d["open_kernel_module"] is True and d["uvm"] and d["version"] == "570.133.07"
+        assert d["loaded"] and d["open_kernel_module"] is True and d["uvm"] and d["version"] == PINNED_VERSION
         assert "problem" not in d
         h200, ampere = out["gpus"]
         assert h200["target"] == "sm_90" and h200["classes"]["compute"] == "HOPPER_COMPUTE_A" and h200["qmd"] == "V04_00"

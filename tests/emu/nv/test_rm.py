@@ -27,7 +27,9 @@ def test_version_check_strict_relaxed_and_mismatch(nvsys):
     ctl = system.open("/dev/nvidiactl")
     p = version(rm.NV_RM_API_VERSION_CMD_STRICT, NV_VERSION_STRING.encode())
     assert system.ioctl(ctl, rm.NV_IOC_CHECK_VERSION_STR, p) == 0 and p.reply == rm.NV_RM_API_VERSION_REPLY_RECOGNIZED
-    assert system.ioctl(ctl, rm.NV_IOC_CHECK_VERSION_STR, version(rm.NV_RM_API_VERSION_CMD_RELAXED, b"570.1")) == 0
+    branch = NV_VERSION_STRING.split(".")[0].encode()  # RELAXED compares up to the first '.': any release of it
+    relaxed = version(rm.NV_RM_API_VERSION_CMD_RELAXED, branch + b".1")
+    assert system.ioctl(ctl, rm.NV_IOC_CHECK_VERSION_STR, relaxed) == 0
     bad = version(rm.NV_RM_API_VERSION_CMD_STRICT, b"535.104.05")
     with pytest.raises(OSCallError) as e:  # osapi.c RmPerformVersionCheck -> NV_ERR_GENERIC -> -EINVAL
         system.ioctl(ctl, rm.NV_IOC_CHECK_VERSION_STR, bad)
@@ -37,6 +39,12 @@ def test_version_check_strict_relaxed_and_mismatch(nvsys):
     with pytest.raises(OSCallError) as e:  # NV_CTL_DEVICE_ONLY
         system.ioctl(dev, rm.NV_IOC_CHECK_VERSION_STR, version(0, NV_VERSION_STRING.encode()))
     assert e.value.errno == errno.EINVAL
+
+
+def test_the_emulated_module_is_the_pinned_release():
+    from autogen.generator.nv_sources import pinned_versions
+    from drivers.nv.device import PINNED_VERSION
+    assert NV_VERSION_STRING == pinned_versions()["open-gpu-kernel-modules"].split()[0] == PINNED_VERSION
 
 
 def test_files_and_card_info(nvsys):
