@@ -1,9 +1,10 @@
 """Bring a GPU up and check it: what gpu_probe runs on every device whose driver is built.
 
-Each step is what a user's first program does, timed and checked against the host: open the device (VM,
-queues, events), allocate device and host-visible memory, copy through the copy engine and back, run a
-compiled kernel on the compute queue, and wait on a signal. A failing step is reported with its error and
-the steps after it are skipped; nothing here raises.
+Each step is what a user's first program does, timed and checked against the host: open the device, allocate
+device and host-visible memory, copy through the copy engine and back, run a compiled kernel on the compute
+queue, and wait on a signal. An NVIDIA GPU's open is reported stage by stage (RM client, device, VA space with
+UVM, channels), and its check ends with a small tensor computation compared with numpy. A failing step is
+reported with its error and the steps after it are skipped; nothing here raises.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from hcq.env import EnvError
 
 CHECK_TIMEOUT_S = 60.0  # an emulated GPU runs kernels on the host: generous, but bounded
 COPY_BYTES = 1 << 20
+KERNEL_COUNT = 1000  # elements of the y = 2x + y check
 
 
 @dataclass
@@ -45,6 +47,7 @@ class Check:
 
     @property
     def ok(self) -> bool:
+        """True when every step ran and passed."""
         return bool(self.steps) and all(s.ok for s in self.steps)
 
     @property
@@ -53,8 +56,14 @@ class Check:
         return any(s.bad_environment for s in self.steps)
 
     def as_dict(self) -> dict[str, Any]:
+        """The check as gpu_probe's --json writes it."""
         return {"device": self.device, "target": self.target, "emulated": self.emulated, "ok": self.ok,
                 "steps": [asdict(s) for s in self.steps]}
+
+
+def _failure(e: BaseException) -> tuple[str, bool]:
+    """A step's error as its detail, and whether a bad BAREGPU_* variable caused it."""
+    return f"{type(e).__name__}: {e}", isinstance(e, EnvError)
 
 
 def _step(check: Check, name: str, fn: Callable[[], str]) -> bool:
@@ -64,14 +73,100 @@ def _step(check: Check, name: str, fn: Callable[[], str]) -> bool:
         detail = fn() or ""
         ok = True
     except Exception as e:  # the report names any failure; a probe never crashes on a broken device
-        detail, ok, bad_env = f"{type(e).__name__}: {e}", False, isinstance(e, EnvError)
+        (detail, bad_env), ok = _failure(e), False
     check.steps.append(Step(name, ok, round((time.perf_counter() - t0) * 1000, 2), detail, bad_env))
     return ok
 
 
+# --- the checks every HCQ device gets: memory, copy, kernel, signal ---
+
+def _memory(dev: Any, bufs: list[Any]) -> str:
+    from hcq.buffer import MemFlags
+    bufs += [dev.alloc(COPY_BYTES, MemFlags.DEVICE_LOCAL), dev.alloc(COPY_BYTES, MemFlags.HOST_VISIBLE),
+             dev.alloc(COPY_BYTES, MemFlags.HOST_VISIBLE)]
+    return f"3 x {COPY_BYTES >> 20} MiB (device-local, host-visible x2)"
+
+
+def _copy(dev: Any, bufs: list[Any]) -> str:
+    vram, src, dst = bufs
+    data = np.random.default_rng(0).integers(0, 256, COPY_BYTES, dtype=np.uint8)
+    src.numpy(np.uint8)[:] = data
+    v1 = dev.next_timeline_value()
+    dev.copy_queue().copy(vram.va, src.va, COPY_BYTES).signal(dev.timeline, v1).submit(dev)
+    v2 = dev.next_timeline_value()
+    dev.copy_queue().wait(dev.timeline, v1).copy(dst.va, vram.va, COPY_BYTES).signal(dev.timeline, v2).submit(dev)
+    dev.synchronize(timeout=CHECK_TIMEOUT_S)
+    if not np.array_equal(dst.numpy(np.uint8), data):
+        bad = int(np.argmax(dst.numpy(np.uint8) != data))
+        raise RuntimeError(f"the copy came back different from byte {bad:#x} on")
+    return f"{COPY_BYTES >> 20} MiB host -> device -> host through the copy queue"
+
+
+def _kernel(dev: Any, system: System, bufs: list[Any]) -> str:
+    from compiler import KernelCache, compile_kernel
+    from compiler.ir import Kernel, f32
+    k = Kernel("bringup_axpy", local_size=(64, 1, 1))
+    x, y = k.buffer("x", f32), k.buffer("y", f32, writable=True)
+    n = k.scalar("n")
+    i = k.global_id(0)
+    with k.if_(i < n):
+        y[i] = x[i] * 2.0 + y[i]
+    with tempfile.TemporaryDirectory() as tmp:
+        prog = dev.load_program(compile_kernel(k, dev.target, KernelCache(Path(tmp)),
+                                                emulation=getattr(system, "host_kernels", False)))
+    count = KERNEL_COUNT
+    _, src, dst = bufs
+    xs = np.arange(count, dtype=np.float32)
+    src.numpy(np.float32, count)[:] = xs
+    dst.numpy(np.float32, count)[:] = 1.0
+    dev.compute_queue().exec(prog, prog.pack_args(src.va, dst.va, count), (-(-count // 64), 1, 1), (64, 1, 1)) \
+        .signal(dev.timeline, dev.next_timeline_value()).submit(dev)
+    dev.synchronize(timeout=CHECK_TIMEOUT_S)
+    got = dst.numpy(np.float32, count)
+    if not np.array_equal(got, xs * 2 + 1):
+        raise RuntimeError(f"y = 2x + y came back wrong at {int(np.argmax(got != xs * 2 + 1))}")
+    return f"y = 2x + y over {count} elements, compiled for {dev.target}"
+
+
+def _signal(dev: Any) -> str:
+    sig = dev.new_signal(0)
+    q = dev.compute_queue().signal(sig, 7)
+    t0 = time.perf_counter()
+    q.submit(dev)
+    sig.wait(7, CHECK_TIMEOUT_S)
+    return f"signal written by the GPU seen after {(time.perf_counter() - t0) * 1e6:.0f} us"
+
+
+def _tensor(dev: Any) -> str:
+    """A small fused computation through the tensor layer on the opened device, compared with numpy.
+
+    The device is lent to the tensor layer under its own name for the step and taken back afterwards (still open:
+    the bring-up closes it), so a process that already uses that name in the tensor layer cannot run this step."""
+    from tensor import DEVICES, Tensor
+    rng = np.random.default_rng(1)
+    a = rng.standard_normal((32, 48), dtype=np.float32)
+    b = rng.standard_normal((48, 16), dtype=np.float32)
+    want = np.maximum(a @ b + 1.0, 0.0).sum(axis=1)
+    rt = DEVICES.add(dev.name, dev)
+    try:
+        got = (Tensor(a, device=dev.name) @ Tensor(b, device=dev.name) + 1.0).relu().sum(axis=1).numpy()
+        rt.synchronize()
+    finally:
+        # DEVICES.add has no counterpart that leaves the device open: take the runtime back out by hand, so the
+        # tensor layer never closes (or keeps using) a device the bring-up owns.
+        with DEVICES._lock:
+            if DEVICES._open.get(rt.name) is rt:
+                del DEVICES._open[rt.name]
+    if got.shape != want.shape or not np.allclose(got, want, rtol=1e-4, atol=1e-3):
+        worst = int(np.argmax(np.abs(got - want))) if got.shape == want.shape else -1
+        raise RuntimeError(f"relu(a @ b + 1).sum(axis=1) came back wrong: shape {got.shape} (want {want.shape}), "
+                           f"element {worst}: {got.flat[worst] if worst >= 0 else '-'} (want "
+                           f"{want.flat[worst] if worst >= 0 else '-'})")
+    return "relu(a @ b + 1).sum(axis=1), a 32x48, b 48x16 float32, through the tensor layer: matches numpy"
+
+
 def check_amd(system: System, index: int) -> Check:
     """Bring up AMD GPU `index` of the KFD topology through `system` and run the checks."""
-    from hcq.buffer import MemFlags
     dev: Any = None
     check = Check(f"AMD:{index}" if index else "AMD", "unknown", bool(getattr(system, "emulated", False)))
 
@@ -82,65 +177,120 @@ def check_amd(system: System, index: int) -> Check:
         check.target = dev.target
         return f"{dev.target}, gpu_id {dev.node.gpu_id:#x}"
 
-    def memory() -> str:
-        bufs = [dev.alloc(COPY_BYTES, MemFlags.DEVICE_LOCAL), dev.alloc(COPY_BYTES, MemFlags.HOST_VISIBLE),
-                dev.alloc(COPY_BYTES, MemFlags.HOST_VISIBLE)]
-        check_bufs.extend(bufs)
-        return f"3 x {COPY_BYTES >> 20} MiB (device-local, host-visible x2)"
-
-    def copy() -> str:
-        vram, src, dst = check_bufs
-        data = np.random.default_rng(0).integers(0, 256, COPY_BYTES, dtype=np.uint8)
-        src.numpy(np.uint8)[:] = data
-        v1 = dev.next_timeline_value()
-        dev.copy_queue().copy(vram.va, src.va, COPY_BYTES).signal(dev.timeline, v1).submit(dev)
-        v2 = dev.next_timeline_value()
-        dev.copy_queue().wait(dev.timeline, v1).copy(dst.va, vram.va, COPY_BYTES).signal(dev.timeline, v2).submit(dev)
-        dev.synchronize(timeout=CHECK_TIMEOUT_S)
-        if not np.array_equal(dst.numpy(np.uint8), data):
-            bad = int(np.argmax(dst.numpy(np.uint8) != data))
-            raise RuntimeError(f"the copy came back different from byte {bad:#x} on")
-        return f"{COPY_BYTES >> 20} MiB host -> device -> host through the copy queue"
-
-    def kernel() -> str:
-        from compiler import KernelCache, compile_kernel
-        from compiler.ir import Kernel, f32
-        k = Kernel("bringup_axpy", local_size=(64, 1, 1))
-        x, y = k.buffer("x", f32), k.buffer("y", f32, writable=True)
-        n = k.scalar("n")
-        i = k.global_id(0)
-        with k.if_(i < n):
-            y[i] = x[i] * 2.0 + y[i]
-        with tempfile.TemporaryDirectory() as tmp:
-            prog = dev.load_program(compile_kernel(k, dev.target, KernelCache(Path(tmp)),
-                                                    emulation=getattr(system, "host_kernels", False)))
-        count = 1000
-        _, src, dst = check_bufs
-        xs = np.arange(count, dtype=np.float32)
-        src.numpy(np.float32, count)[:] = xs
-        dst.numpy(np.float32, count)[:] = 1.0
-        dev.compute_queue().exec(prog, prog.pack_args(src.va, dst.va, count), (-(-count // 64), 1, 1), (64, 1, 1)) \
-            .signal(dev.timeline, dev.next_timeline_value()).submit(dev)
-        dev.synchronize(timeout=CHECK_TIMEOUT_S)
-        got = dst.numpy(np.float32, count)
-        if not np.array_equal(got, xs * 2 + 1):
-            raise RuntimeError(f"y = 2x + y came back wrong at {int(np.argmax(got != xs * 2 + 1))}")
-        return f"y = 2x + y over {count} elements, compiled for {dev.target}"
-
-    def signal() -> str:
-        sig = dev.new_signal(0)
-        q = dev.compute_queue().signal(sig, 7)
-        t0 = time.perf_counter()
-        q.submit(dev)
-        sig.wait(7, CHECK_TIMEOUT_S)
-        return f"signal written by the GPU seen after {(time.perf_counter() - t0) * 1e6:.0f} us"
-
-    check_bufs: list[Any] = []
+    bufs: list[Any] = []
     try:
-        for name, fn in (("open", open_device), ("memory", memory), ("copy", copy), ("kernel", kernel),
-                         ("signal", signal)):
+        for name, fn in (("open", open_device), ("memory", lambda: _memory(dev, bufs)),
+                         ("copy", lambda: _copy(dev, bufs)), ("kernel", lambda: _kernel(dev, system, bufs)),
+                         ("signal", lambda: _signal(dev))):
             if not _step(check, name, fn):
                 break
+    finally:
+        if dev is not None:
+            dev.close()
+    return check
+
+
+# The stages of opening an NVIDIA GPU, in order, each with what it does (tools/bringup.py reports them as steps).
+NV_OPEN_STAGES = (
+    ("rm client", "/dev/nvidiactl, the interface version, the root client, the GPU's ids, the device lock"),
+    ("device", "/dev/nvidiaN, UVM initialized, device, subdevice and usermode objects, architecture and classes"),
+    ("va space", "FERMI_VASPACE_A registered with UVM, the GPU VA window, signal memory"),
+    ("channels", "the interrupt event, channel groups, compute and copy GPFIFO channels"),
+)
+
+
+def _open_nv_staged(system: System, index: int, marks: list[tuple[str, float]]) -> Any:
+    """NVDevice(index, system), noting in `marks` when each NV_OPEN_STAGES stage ends (name, perf_counter).
+
+    The stage boundaries are NVDevice's own bring-up methods; a driver that renamed them still opens, and the
+    open is then reported as one step."""
+    from drivers.nv.device import NVDevice
+
+    def mark(stage: str) -> None:
+        if stage not in (name for name, _ in marks):  # later calls (mappings, a recovery) are not the bring-up
+            marks.append((stage, time.perf_counter()))
+
+    class StagedNVDevice(NVDevice):
+        def _open_gpu_fd(self) -> int:
+            mark("rm client")
+            return super()._open_gpu_fd()
+
+        def _query(self) -> None:
+            super()._query()
+            mark("device")
+
+        def _setup_event(self) -> None:
+            mark("va space")
+            super()._setup_event()
+
+        def _create_channels(self) -> None:
+            super()._create_channels()
+            mark("channels")
+
+    return StagedNVDevice(index, system)
+
+
+def _nv_stage_detail(dev: Any, stage: str) -> str:
+    """What a finished open stage set up, from the opened device."""
+    if stage == "rm client":
+        return f"client {dev.rm.client:#x}, GPU id {dev.gpu_id:#x} at PCI {dev.pci_address}"
+    if stage == "device":
+        c = dev.classes.describe()
+        return f"{dev.gpu_name}, {dev.target}, {c['compute']}, {c['copy']}, QMD {dev.qmd_version}"
+    if stage == "va space":
+        return f"FERMI_VASPACE_A {dev.vaspace:#x} registered with UVM, GPU VAs from {dev.heap.base:#x}"
+    return f"{dev.classes.describe()['channel']}: a compute and a copy channel, {dev.ring_entries} GPFIFO entries each"
+
+
+def check_nv(system: System, index: int) -> Check:
+    """Bring up NVIDIA GPU `index` (in RM's order) through `system` and run the checks.
+
+    The open is reported as its stages (NV_OPEN_STAGES), each timed; then memory, a signal round trip, a copy, a
+    compiled kernel and a small tensor computation checked against numpy."""
+    dev: Any = None
+    check = Check(f"NV:{index}" if index else "NV", "unknown", bool(getattr(system, "emulated", False)))
+
+    def open_stages() -> bool:
+        nonlocal dev
+        import drivers.nv.device  # noqa: F401 - imported before the clock starts: its import is not the GPU's time
+        marks: list[tuple[str, float]] = []
+        t0 = time.perf_counter()
+        error: BaseException | None = None
+        try:
+            dev = _open_nv_staged(system, index, marks)
+            check.target = dev.target
+        except Exception as e:  # reported as the stage it stopped in
+            error = e
+        names = [name for name, _ in NV_OPEN_STAGES]
+        if [name for name, _ in marks] != names[:len(marks)] or (error is None and len(marks) != len(names)):
+            # the driver's bring-up methods are not where this file expects them: one step for the whole open
+            ms = round((time.perf_counter() - t0) * 1000, 2)
+            if error is None:
+                check.steps.append(Step("open", True, ms, f"{dev.target} (stage times unavailable)"))
+                return True
+            check.steps.append(Step("open", False, ms, *_failure(error)))
+            return False
+        last = t0
+        for name, at in marks:
+            check.steps.append(Step(name, True, round((at - last) * 1000, 2),
+                                    _nv_stage_detail(dev, name) if dev is not None else ""))
+            last = at
+        if error is None:
+            return True
+        failed = names[len(marks)]
+        detail, bad_env = _failure(error)
+        check.steps.append(Step(failed, False, round((time.perf_counter() - last) * 1000, 2),
+                                f"{detail} (while setting up {dict(NV_OPEN_STAGES)[failed]})", bad_env))
+        return False
+
+    bufs: list[Any] = []
+    try:
+        if open_stages():
+            for name, fn in (("memory", lambda: _memory(dev, bufs)), ("signal", lambda: _signal(dev)),
+                             ("copy", lambda: _copy(dev, bufs)), ("kernel", lambda: _kernel(dev, system, bufs)),
+                             ("tensor", lambda: _tensor(dev))):
+                if not _step(check, name, fn):
+                    break
     finally:
         if dev is not None:
             dev.close()
@@ -153,7 +303,8 @@ def render(checks: list[Check]) -> list[str]:
     lines = []
     for c in checks:
         tag = EMULATED_TAG if c.emulated else ""
+        width = max([7] + [len(s.name) for s in c.steps])
         lines.append(f"{tag}Bring-up {c.device} ({c.target}): {'OK' if c.ok else 'FAILED'}")
         for s in c.steps:
-            lines.append(f"{tag}    {'ok ' if s.ok else 'FAIL'} {s.name:<7} {s.ms:9.2f} ms  {s.detail}")
+            lines.append(f"{tag}    {'ok ' if s.ok else 'FAIL'} {s.name:<{width}} {s.ms:9.2f} ms  {s.detail}")
     return lines

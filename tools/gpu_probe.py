@@ -1,8 +1,11 @@
 """python -m tools.gpu_probe (installed as the gpu-probe command): what GPUs this machine has, which driver path
 would handle each, and what blocks it, in words a person can act on; then every device that is ready to use (nothing
-blocks it and every path it needs is built) is brought up and checked (tools/bringup.py), the emulated machine
-standing in when there is no GPU. `--json` prints the same report for programs. The exit status says how it went
-(EXIT_CODES, also in --help).
+blocks it and every path it needs is built) is brought up and checked (tools/bringup.py), the emulated machine (an
+emulated AMD GPU and an emulated NVIDIA GPU) standing in when there is no GPU. `--json` prints the same report for
+programs. The exit status says how it went (EXIT_CODES, also in --help).
+
+For NVIDIA it reports the driver (version, open or proprietary kernel module, UVM) and, through RM, each GPU the
+driver has: name, architecture, sm target, the classes the NV driver would choose, VRAM and BAR1 (drivers/nv/probe.py).
 
 Every file it reads goes through the OS seam, so tests describe a machine with an emulated system.
 """
@@ -19,8 +22,11 @@ from typing import Any
 from drivers.amd.topology import pci_address
 from drivers.registry import NOT_BUILT
 from drivers.system import LinuxSystem, System
+from hcq.env import env_flag
 
-SCHEMA = 1
+# The --json shape's version. 2: "nvidia" holds the driver's facts and one entry per GPU RM has ("gpus", which in 1
+# named the /dev/nvidiaN nodes: those are "nodes" now); PCI entries carry "target" (the AMD gfx or NVIDIA sm target).
+SCHEMA = 2
 VENDORS = {0x1002: "AMD", 0x10DE: "NVIDIA", 0x5143: "Qualcomm", 0x8086: "Intel", 0x1AF4: "Red Hat (virtio)",
            0x1234: "QEMU", 0x1013: "Cirrus Logic", 0x15AD: "VMware", 0x1B36: "Red Hat (QEMU)"}
 ASM2464 = {(0x174C, 0x2463), (0x174C, 0x2464)}
@@ -103,7 +109,12 @@ def probe_pci(system: System, kfd_present: bool, nvidia: dict | None) -> list[di
                "vendor": VENDORS.get(vendor or -1, "unknown vendor"), "class": cls,
                "kernel_driver": _link_name(system, f"{PCI_ROOT}/{bdf}/driver"),
                "bars": _bars(system, bdf), "iommu_group": _link_name(system, f"{PCI_ROOT}/{bdf}/iommu_group"),
-               "gfx": None}  # filled in by probe() from the KFD node at the same PCI address
+               # filled in by probe() from the KFD node or the RM GPU at the same PCI address
+               "gfx": None, "target": None}
+        if vendor == 0x10DE and dev["kernel_driver"] is None and bdf in _nv_bdfs(nvidia):
+            # RM lists only GPUs nvidia.ko drives: a sysfs without the driver link (a container's, the emulated
+            # machine's) must not make a working card read as unbound
+            dev["kernel_driver"] = "nvidia"
         dev["path"], dev["blockers"] = _pci_path(system, dev, kfd_present, nvidia)
         out.append(dev)
     return out
@@ -163,12 +174,15 @@ def _pci_path(system: System, dev: dict[str, Any], kfd_present: bool,
         if drv != "nvidia":
             return "NV (RM/UVM)", [f"{drv} is bound: unbind it (echo {bdf} > /sys/bus/pci/drivers/{drv}/unbind) and "
                                    "load NVIDIA's open kernel module (modprobe nvidia)"]
-        blockers = []
-        if not nvidia or not nvidia.get("nvidiactl"):
-            blockers.append("nvidia is bound but /dev/nvidiactl is missing: check the module loaded (dmesg)")
-        if not nvidia or not nvidia.get("uvm"):
-            blockers.append("/dev/nvidia-uvm is missing: load nvidia_uvm (modprobe nvidia-uvm)")
-        return "NV (RM/UVM)", blockers
+        # the driver's own problems (device nodes, UVM, the module's flavour and version) are the "nvidia" entry's
+        # blockers, which block every NVIDIA card; what is here is about this card alone
+        if not nvidia:
+            return "NV (RM/UVM)", ["nvidia is bound but neither its device nodes nor its version file are here: check "
+                                   "the module loaded (dmesg), and in a container pass /dev/nvidia* and /proc through"]
+        if nvidia.get("rm_probed") and bdf not in _nv_bdfs(nvidia):
+            return "NV (RM/UVM)", [f"the NVIDIA driver is bound but RM does not list the GPU at {bdf}: it failed to "
+                                   "initialize or is excluded (nvidia-smi and dmesg say why)"]
+        return "NV (RM/UVM)", []
     return None, []  # rendered as "no driver path (unsupported vendor)"; nothing the user could unblock
 
 
@@ -216,20 +230,81 @@ def probe_kfd(system: System) -> dict[str, Any] | None:
     return info
 
 
+PROPRIETARY = ("the loaded NVIDIA driver{version} is the proprietary kernel module; the NV path needs NVIDIA's open "
+               "kernel module (baregpu's RM/UVM interface facts are the open module's): install the open flavour of "
+               "the driver (Debian/Ubuntu: nvidia-open or nvidia-driver-<branch>-open; NVIDIA's .run installer: "
+               "-m=kernel-open), then reload nvidia or reboot")
+NO_UVM = ("/dev/nvidia-uvm is missing: load nvidia-uvm (sudo modprobe nvidia-uvm; sudo nvidia-modprobe -u -c0 makes "
+          "the node; in a container pass /dev/nvidia-uvm through)")
+NO_CONTROL_NODE = ("the nvidia module is loaded but /dev/nvidiactl is missing: make the device nodes (sudo "
+                   "nvidia-modprobe -c0 -u, or run nvidia-smi once as root; in a container pass /dev/nvidia* through)")
+
+
+def _nv_bdfs(nvidia: dict[str, Any] | None) -> set[str]:
+    """PCI addresses of the GPUs RM listed."""
+    return {g["pci"] for g in (nvidia or {}).get("gpus", []) if g.get("pci")}
+
+
+def _pin_blocker(version: str | None) -> str | None:
+    """Why the driver's branch refuses ours (NVDevice's interface version check), or None when it will not."""
+    from drivers.nv.device import ANY_DRIVER_ENV, PINNED_VERSION
+    if not version or version.split(".")[0] == PINNED_VERSION.split(".")[0] or env_flag(ANY_DRIVER_ENV):
+        return None  # RM's relaxed check compares the branch (the number before the first '.')
+    branch = PINNED_VERSION.split(".")[0]
+    return (f"the NVIDIA driver is {version}, but baregpu's RM/UVM structures are pinned to the {branch} branch "
+            f"({PINNED_VERSION}) and the driver refuses another branch's interface: install a {branch}.x open driver, "
+            f"or move the pin (autogen/include/nv/VERSION says how); {ANY_DRIVER_ENV}=1 tries anyway")
+
+
 def probe_nvidia(system: System) -> dict[str, Any] | None:
-    """NVIDIA's device nodes and driver version, if its kernel module is loaded."""
-    nodes = [n for n in _listdir(system, "/dev") if n.startswith("nvidia")]
-    if not nodes:
+    """NVIDIA's driver and GPUs, or None when neither its device nodes nor its version file are here.
+
+    The driver: version, whether it is the open kernel module, UVM, the /dev nodes. The GPUs: what RM says about
+    each (drivers/nv/probe.py: name, architecture, sm target, classes and QMD version, VRAM, BAR1, PCI address), with
+    `driver_missing` saying what the NV driver lacks for it (drivers.nv.device.unbuilt_paths). RM is asked only when
+    /dev/nvidiactl opens. `blockers` are the driver's problems: they block every NVIDIA GPU here.
+    """
+    from drivers.nv import probe as nv_probe
+    from drivers.nv.device import unbuilt_paths
+    nodes = sorted(n for n in _listdir(system, "/dev") if n.startswith("nvidia"))
+    facts = nv_probe.driver_facts(system)
+    if not nodes and not facts["loaded"]:
         return None
     version = _attr(system, "/proc/driver/nvidia/version")
     blockers = []
+    ctl_error = _open_error(system, "/dev/nvidiactl") if "nvidiactl" in nodes else errno.ENOENT
     for name in ("nvidiactl", "nvidia-uvm"):
-        if name in nodes and _open_error(system, f"/dev/{name}") in (errno.EACCES, errno.EPERM):
+        err = ctl_error if name == "nvidiactl" else _open_error(system, f"/dev/{name}") if name in nodes else None
+        if err in (errno.EACCES, errno.EPERM):
             blockers.append(f"cannot open /dev/{name}: join the group that owns it (often video) or fix its mode "
                             "(nvidia module option NVreg_DeviceFileMode)")
+    if "nvidiactl" not in nodes:
+        blockers.append(NO_CONTROL_NODE)
+    if facts["open_kernel_module"] is False:
+        blockers.append(PROPRIETARY.format(version=f" ({facts['version']})" if facts["version"] else ""))
+    if "nvidia-uvm" not in nodes:
+        blockers.append(NO_UVM)
+    pin = _pin_blocker(facts["version"])
+    if pin:
+        blockers.append(pin)
+    gpus: list[dict[str, Any]] = []
+    rm_probed = False
+    if ctl_error is None:
+        for g in nv_probe.probe(system)["gpus"]:
+            if "target" not in g:  # RM refused a question: its "problem" is the error
+                blockers.append(f"baregpu could not ask the NVIDIA driver about NV:{g['index']} ({g.get('problem')}): "
+                                "check the driver with nvidia-smi and dmesg")
+                break
+            g["driver_missing"] = unbuilt_paths(g["target"]) if g["target"] else \
+                f"the NVIDIA (RM/UVM) driver is not built for {g['arch']} GPUs yet: {g.get('problem', 'no sm target')}"
+            gpus.append(g)
+        else:
+            rm_probed = True
     return {"nvidiactl": "nvidiactl" in nodes, "uvm": "nvidia-uvm" in nodes,
-            "gpus": sorted(n for n in nodes if n[6:].isdigit()),
-            "driver_version": version.splitlines()[0] if version else None, "blockers": blockers}
+            "nodes": [n for n in nodes if n[6:].isdigit()], "loaded": facts["loaded"],
+            "driver_version": version.splitlines()[0] if version else None, "version": facts["version"],
+            "open_kernel_module": facts["open_kernel_module"], "rm_probed": rm_probed, "gpus": gpus,
+            "blockers": blockers}
 
 
 def probe_kgsl(system: System) -> dict[str, Any] | None:
@@ -286,16 +361,24 @@ def kfd_target_missing(target: str | None) -> str | None:
     return unbuilt_paths(target)
 
 
-def probe(system: System, emulated: bool = False) -> dict[str, Any]:
+def probe(system: System, emulated: bool = False, nv_system: System | None = None) -> dict[str, Any]:
     """The whole report as a dict (the --json output); never raises for a missing or unreadable file.
 
     `emulated` says the machine is the emulated one: every device entry then carries "emulated": true, so the
-    report can never pass an emulated GPU off as a real one.
+    report can never pass an emulated GPU off as a real one. `nv_system` is where NVIDIA's driver and GPUs are
+    looked for when that is another System than `system` (the emulated machine's NVIDIA half); its PCI devices
+    are listed too.
     """
-    kfd, nvidia = probe_kfd(system), probe_nvidia(system)
-    report = {"schema": SCHEMA, "pci": probe_pci(system, kfd is not None, nvidia), "kfd": kfd, "nvidia": nvidia,
+    nv_system = system if nv_system is None else nv_system
+    kfd, nvidia = probe_kfd(system), probe_nvidia(nv_system)
+    pci = probe_pci(system, kfd is not None, nvidia)
+    if nv_system is not system:
+        seen = {d["bdf"] for d in pci}
+        pci += [d for d in probe_pci(nv_system, False, nvidia) if d["bdf"] not in seen]
+    report = {"schema": SCHEMA, "pci": pci, "kfd": kfd, "nvidia": nvidia,
               "kgsl": probe_kgsl(system), "usb": probe_usb(system)}
     kfd_gpus = (kfd or {}).get("gpus", [])
+    nv_gpus = (nvidia or {}).get("gpus", [])
     for g in kfd_gpus:
         g["driver_missing"] = kfd_target_missing(g["gfx"])
     node_blockers = {"AMD (KFD)": (kfd or {}).get("blockers"), "NV (RM/UVM)": (nvidia or {}).get("blockers")}
@@ -303,40 +386,55 @@ def probe(system: System, emulated: bool = False) -> dict[str, Any]:
     ready: list[tuple[bool, str, str | None]] = []
     for d in report["pci"]:
         d["gfx"] = next((g["gfx"] for g in kfd_gpus if g["bdf"] == d["bdf"]), None)
+        nv = next((g for g in nv_gpus if g["pci"] == d["bdf"]), None) if d["path"] == "NV (RM/UVM)" else None
+        d["target"] = d["gfx"] or (nv["target"] if nv else None)
         if d["path"]:
             d["driver_missing"] = driver_missing(d["path"])
             if d["path"] == "AMD (KFD)" and not d["driver_missing"]:
                 d["driver_missing"] = kfd_target_missing(d["gfx"])
-            ready.append((not d["blockers"] and not node_blockers.get(d["path"]), _built_label(d["path"], d),
-                          d["driver_missing"]))
+            if nv and not d["driver_missing"]:
+                d["driver_missing"] = nv["driver_missing"]
+            ready.append((not d["blockers"] and not node_blockers.get(d["path"]),
+                          _built_label(d["path"], nv or d), d["driver_missing"]))
     pci_bdfs = {d["bdf"] for d in report["pci"]}
-    # KFD GPUs whose PCI device sysfs did not show (a container with only /dev/kfd passed through) count too
+    # KFD and RM GPUs whose PCI device sysfs did not show (a container with only the device nodes passed through)
+    # count too
     ready += [(not kfd["blockers"], _built_label("AMD (KFD)", g), g["driver_missing"])
               for g in kfd_gpus if g["bdf"] not in pci_bdfs]
+    ready += [(not nvidia["blockers"], _built_label("NV (RM/UVM)", g), g["driver_missing"])
+              for g in nv_gpus if g["pci"] not in pci_bdfs]
     for d in report["usb"] + ([report["kgsl"]] if report["kgsl"] else []):
         d["driver_missing"] = driver_missing(d["path"])
         ready.append((not d["blockers"], d["path"], d["driver_missing"]))
-    for d in report["pci"] + report["usb"] + kfd_gpus + [x for x in (kfd, nvidia, report["kgsl"]) if x]:
+    for d in report["pci"] + report["usb"] + kfd_gpus + nv_gpus + [x for x in (kfd, nvidia, report["kgsl"]) if x]:
         d["emulated"] = emulated
     # Unblocked, but waiting on something baregpu has not built yet: not ready to use either.
     not_built = sorted({label for ok, label, missing in ready if ok and missing})
     report["summary"] = {"devices": len(ready), "usable": sum(ok and not missing for ok, _, missing in ready),
                          "not_built": not_built, "found_any": bool(ready or kfd or nvidia),
-                         "pci_scanned": len(_listdir(system, PCI_ROOT)), "emulated": emulated}
+                         "pci_scanned": len(_listdir(system, PCI_ROOT)) + (
+                             len(_listdir(nv_system, PCI_ROOT)) if nv_system is not system else 0),
+                         "emulated": emulated}
     report["emulated"] = emulated
     return report
 
 
 def _built_label(path: str, dev: dict[str, Any]) -> str:
-    """How the summary names what a device waits on: the path, or the path and target when only that is missing."""
-    return f"{path} for {dev['gfx']}" if path == "AMD (KFD)" and dev.get("gfx") else path
+    """How the summary names what a device waits on: the path, or the path and target when only that is missing
+    (an AMD gfx target; an NVIDIA sm target, or its architecture when the driver knows no target for it)."""
+    if path == "AMD (KFD)" and dev.get("gfx"):
+        return f"{path} for {dev['gfx']}"
+    if path == "NV (RM/UVM)" and (dev.get("target") or dev.get("arch")):
+        return f"{path} for {dev.get('target') or dev['arch']}"
+    return path
 
 
 NOTHING = ("No GPU found: no PCI display device with a driver path, /dev/kfd, /dev/nvidiactl, /dev/kgsl-3d0 or "
            "ASM2464 USB bridge on this machine.")
 EMULATED_TAG = "[emulated] "
-STAND_IN = ("No GPU on this machine: the emulated machine stands in for one (what BAREGPU_EMULATE=1 selects); "
-            f"every line marked {EMULATED_TAG.strip()} is about it, not about real hardware. --no-emulate skips it.")
+STAND_IN = ("No GPU on this machine: the emulated machine, an emulated AMD GPU and an emulated NVIDIA GPU, stands in "
+            f"for one (what BAREGPU_EMULATE=1 selects); every line marked {EMULATED_TAG.strip()} is about it, not "
+            "about real hardware. --no-emulate skips it.")
 
 
 def _id(value: int | None) -> str:
@@ -351,6 +449,34 @@ def _blocked(blockers: list[str] | None) -> list[str]:
     return [f"    blocked: {b}" for b in blockers or []]
 
 
+MODULE_FLAVOUR = {True: "open kernel module", False: "proprietary kernel module (the NV path needs the open one)",
+                  None: "kernel module flavour unknown (no /proc/driver/nvidia/version)"}
+
+
+def _render_nvidia(nv: dict[str, Any], pci_bdfs: set[str]) -> list[str]:
+    """The NVIDIA block: the driver, its nodes, then each GPU RM listed with its architecture, classes and memory."""
+    version = f"NVIDIA driver {nv['version']}" if nv["version"] else "NVIDIA driver (version unknown)"
+    lines = [f"{version}, {MODULE_FLAVOUR[nv['open_kernel_module']]}; nvidiactl "
+             f"{'present' if nv['nvidiactl'] else 'missing'}, nvidia-uvm {'present' if nv['uvm'] else 'missing'}; "
+             f"GPU nodes: {', '.join(nv['nodes']) or 'none'}"]
+    if nv["driver_version"]:
+        lines.append(f"    {nv['driver_version']}")
+    for g in nv["gpus"]:
+        name = f"NV:{g['index']}" if g["index"] else "NV"
+        lines.append(f"    {name}: {g['name'] or 'unnamed GPU'} at {g['pci'] or 'unknown PCI address'}: {g['arch']}, "
+                     f"{g['target'] or 'no sm target'}, VRAM {_size_text(g['vram_bytes'])}, "
+                     f"BAR1 {_size_text(g['bar1_bytes'])}")
+        c = g["classes"]
+        lines.append(f"        classes: channel {c['channel'] or 'none'}, compute {c['compute'] or 'none'}, "
+                     f"copy {c['copy'] or 'none'}, QMD {g['qmd'] or 'none'}")
+        if g["driver_missing"]:
+            if g["pci"] not in pci_bdfs:  # a PCI block says it already
+                lines.append(f"        not ready: {g['driver_missing']}")
+        else:
+            lines.append(f"        driver: built for {g['target']}")
+    return lines + _blocked(nv["blockers"])
+
+
 def render(report: dict[str, Any]) -> str:
     """The report as text for a person: one block per device, each blocker on its own "blocked:" line.
 
@@ -359,8 +485,9 @@ def render(report: dict[str, Any]) -> str:
     lines = []
     for d in report["pci"]:
         bars = ", ".join(f"BAR{b['index']} {_size_text(b['size'])}" for b in d["bars"]) if d["bars"] else "unknown"
+        target = d.get("target") or d["gfx"]
         lines.append(f"PCI {d['bdf']}  {d['vendor']} {_id(d['vendor_id'])}:{_id(d['device_id'])}"
-                     + (f"  {d['gfx']}" if d["gfx"] else ""))
+                     + (f"  {target}" if target else ""))
         lines.append(f"    kernel driver: {d['kernel_driver'] or 'none'}; IOMMU group: {d['iommu_group'] or 'none'}")
         lines.append(f"    BARs:          {bars}")
         lines.append(f"    driver path:   {d['path'] or 'no driver path (unsupported vendor)'}{_missing(d)}")
@@ -375,13 +502,8 @@ def render(report: dict[str, Any]) -> str:
             if g.get("driver_missing") and g["bdf"] not in pci_bdfs:  # a PCI block says it already
                 lines.append(f"    not ready: {g['driver_missing']}")
         lines += _blocked(kfd["blockers"])
-    nv = report["nvidia"]
-    if nv:
-        lines.append(f"NVIDIA device nodes: {', '.join(nv['gpus']) or 'no GPU nodes'}; nvidiactl "
-                     f"{'present' if nv['nvidiactl'] else 'missing'}, nvidia-uvm {'present' if nv['uvm'] else 'missing'}")
-        if nv["driver_version"]:
-            lines.append(f"    {nv['driver_version']}")
-        lines += _blocked(nv["blockers"])
+    if report["nvidia"]:
+        lines += _render_nvidia(report["nvidia"], pci_bdfs)
     if report["kgsl"]:
         k = report["kgsl"]
         lines.append(f"/dev/kgsl-3d0  Adreno {k['gpu_model'] or '(model unknown)'}")
@@ -441,8 +563,9 @@ def exit_status(report: dict[str, Any], checks: list[Any]) -> int:
 
 DESCRIPTION = """What GPUs this machine has, which driver path would handle each, and what blocks it, in words
 you can act on; then every device that is ready to use is brought up and checked: open, memory,
-a copy, a compiled kernel and a signal. With no GPU the emulated machine stands in.
---json prints the same report for programs."""  # wrapped by hand: the raw formatter keeps the exit table's layout
+a copy, a compiled kernel and a signal (an NVIDIA GPU's open stage by stage, then a tensor
+computation checked against numpy too). With no GPU the emulated machine (an AMD and an NVIDIA
+GPU) stands in. --json prints the same report for programs."""  # wrapped by hand: the raw formatter keeps the exit table's layout
 
 
 def prog_name() -> str:
@@ -459,9 +582,12 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog=prog_name(), description=DESCRIPTION, epilog=EXIT_CODES,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--json", action="store_true", help="print the report as JSON")
-    ap.add_argument("--no-check", action="store_true", help="only report what is there; open no device")
+    ap.add_argument("--no-check", action="store_true",
+                    help="only report what is there (NVIDIA's RM is still asked about its GPUs); bring no device up")
     which = ap.add_mutually_exclusive_group()
-    which.add_argument("--emulate", action="store_true", help="probe the emulated machine (as BAREGPU_EMULATE=amd)")
+    which.add_argument("--emulate", action="store_true",
+                       help="probe the emulated machine: an emulated AMD and NVIDIA GPU (as BAREGPU_EMULATE=1; "
+                            "BAREGPU_EMULATE=amd or nv picks one)")
     which.add_argument("--no-emulate", action="store_true",
                        help="probe this machine's real hardware only: never stand the emulated machine in for a GPU "
                             "(overrides BAREGPU_EMULATE)")
@@ -482,12 +608,17 @@ def main(argv: list[str] | None = None, system: System | None = None) -> int:
         to_stdout(None)  # --help | head: the help text is still buffered and its reader may be gone
         raise
     chosen = system is None  # a system handed in (tests) describes a machine; only one chosen here is driven
+    made: list[System] = []  # the emulated machines made here, shut down when the report is done
     try:
-        report, texts, system = _survey(args, system)
-    except ValueError as e:  # hcq.env.EnvError among them: a bad BAREGPU_* value is the user's to fix, like a bad flag
-        print(f"{ap.prog}: error: {e}", file=sys.stderr)
-        return EXIT_USAGE
-    checks = run_checks(system, report) if chosen and not args.no_check else []
+        try:
+            report, texts, (system, nv_system) = _survey(args, system, made)
+        except ValueError as e:  # hcq.env.EnvError among them: a bad BAREGPU_* value is the user's, like a bad flag
+            print(f"{ap.prog}: error: {e}", file=sys.stderr)
+            return EXIT_USAGE
+        checks = run_checks(system, report, nv_system) if chosen and not args.no_check else []
+    finally:
+        for machine in made:
+            _shut_down(machine)
     report["checks"] = [c.as_dict() for c in checks]
     status = exit_status(report, checks)
     if args.json:
@@ -511,31 +642,77 @@ def to_stdout(text: str | None) -> None:
         os.dup2(devnull, sys.stdout.fileno())
 
 
-def _survey(args: argparse.Namespace, system: System | None) -> tuple[dict[str, Any], list[str], System]:
+EMULATED_VENDORS = ("amd", "nv")  # the vendors the emulated machine has hardware for, in report order
+
+
+def _emulated_machine(vendors: set[str], made: list[System]) -> tuple[System, System]:
+    """The emulated machine with `vendors`' GPUs, as (the System for everything but NVIDIA, the one for NVIDIA): the
+    AMD and NVIDIA halves are separate emulated systems. Raises EnvError for a bad BAREGPU_EMU_AMD/BAREGPU_EMU_NV."""
+    from drivers.emulation import emulated_system
+    halves = {}
+    for vendor in EMULATED_VENDORS:
+        if vendor in vendors:
+            halves[vendor] = emulated_system(vendor)
+            made.append(halves[vendor])
+    main = halves.get("amd") or halves["nv"]
+    return main, halves.get("nv", main)
+
+
+def _shut_down(system: System) -> None:
+    """Stop an emulated machine's NVIDIA engines (its doorbell watcher and pools); its AMD half stops with its last
+    file. The emulated system offers no shutdown of its own, so this reaches the emulated RM it keeps (`nv`)."""
+    nv = getattr(system, "nv", None)
+    if nv is not None:
+        nv.close()
+
+
+def _survey(args: argparse.Namespace, system: System | None,
+            made: list[System]) -> tuple[dict[str, Any], list[str], tuple[System, System]]:
     """Pick the machine (real, emulated, or the one handed in), probe it, and stand the emulated one in when the
-    real one has no GPU. Raises ValueError (EnvError) for a bad BAREGPU_EMULATE or BAREGPU_EMU_AMD."""
-    from drivers.emulation import emulated_system, emulated_vendors
+    real one has no GPU; returns the report, its text blocks, and (the System, the NVIDIA System) to bring up.
+
+    BAREGPU_EMULATE picks the emulated vendors (amd, nv, or 1 for both); --emulate with no pick, and the stand-in,
+    take both. Emulated machines made here are appended to `made`. Raises ValueError (EnvError) for a bad
+    BAREGPU_EMULATE, BAREGPU_EMU_AMD or BAREGPU_EMU_NV."""
+    from drivers.emulation import emulated_vendors
     chosen = system is None
-    wanted = "amd" in emulated_vendors()  # read even under --no-emulate: a bad value is named, not ignored
-    emulated = chosen and not args.no_emulate and (args.emulate or wanted)
+    # read even under --no-emulate: a bad value is named, not ignored
+    picked = emulated_vendors() & set(EMULATED_VENDORS)
+    emulated = chosen and not args.no_emulate and (args.emulate or bool(picked))
     if system is None:
-        system = emulated_system("amd") if emulated else LinuxSystem()
-    report = probe(system, emulated)
+        systems = _emulated_machine(picked or set(EMULATED_VENDORS), made) if emulated else (LinuxSystem(),) * 2
+    else:
+        systems = (system, system)
+    report = probe(systems[0], emulated, systems[1])
     texts = [render(report)]
     if chosen and not report["summary"]["found_any"] and not emulated and not args.no_emulate:
-        system, emulated = emulated_system("amd"), True
-        report = dict(probe(system, True), machine=report)  # the real machine's (empty) report stays in the JSON
+        systems = _emulated_machine(set(EMULATED_VENDORS), made)
+        # the real machine's (empty) report stays in the JSON
+        report = dict(probe(systems[0], True, systems[1]), machine=report)
         texts += [STAND_IN, render(report)]
-    return report, texts, system
+    return report, texts, systems
 
 
-def run_checks(system: System, report: dict[str, Any]) -> list[Any]:
-    """Bring up every KFD GPU that is ready to use: nothing blocks it and its driver paths are built."""
-    from tools.bringup import check_amd
-    kfd = report.get("kfd")
-    if not kfd or kfd.get("blockers"):
+def nv_ready(report: dict[str, Any]) -> list[int]:
+    """The RM indexes of the NVIDIA GPUs ready to bring up: nothing blocks the driver or the card, and the NV driver
+    is built for the GPU."""
+    nvidia = report.get("nvidia")
+    if not nvidia or nvidia.get("blockers"):
         return []
-    return [check_amd(system, i) for i, g in enumerate(kfd.get("gpus", [])) if not g.get("driver_missing")]
+    blocked = {d["bdf"] for d in report.get("pci", []) if d["blockers"]}
+    return [g["index"] for g in nvidia.get("gpus", []) if not g.get("driver_missing") and g.get("pci") not in blocked]
+
+
+def run_checks(system: System, report: dict[str, Any], nv_system: System | None = None) -> list[Any]:
+    """Bring up every GPU that is ready to use (nothing blocks it and its driver paths are built): each KFD GPU
+    through `system`, then each NVIDIA GPU through `nv_system` (default `system`)."""
+    from tools.bringup import check_amd, check_nv
+    checks = []
+    kfd = report.get("kfd")
+    if kfd and not kfd.get("blockers"):
+        checks += [check_amd(system, i) for i, g in enumerate(kfd.get("gpus", [])) if not g.get("driver_missing")]
+    checks += [check_nv(system if nv_system is None else nv_system, i) for i in nv_ready(report)]
+    return checks
 
 
 if __name__ == "__main__":

@@ -40,9 +40,11 @@ def test_bound_copies_run_with_their_own_values_and_leave_the_template_alone(dev
     words = {name: array("I", w) for name, w in template.streams.items()}
     srcs, outs = [], []
     for n in range(3):  # three launches in flight at once: each reads its own argument block
-        a, out, args = host_buf(device, 128), host_buf(device, 128), host_buf(device, 64)
+        a, out = host_buf(device, 128), host_buf(device, 128)
+        blob = prog.pack_args(out.va, a.va)  # the whole block the kernel reads (NVIDIA: its constant bank 0)
+        args = host_buf(device, max(64, len(blob)))
         a.numpy(np.float32)[:] = np.arange(32, dtype=np.float32) * (n + 1)
-        args.cpu_view()[:16] = prog.pack_args(out.va, a.va)
+        args.cpu_view()[:len(blob)] = blob
         v = device.next_timeline_value()
         q = template.bind({"after": v - 1, "args": args.va, "value": v})
         assert not q.vars and not q.patches and q.timeline_value == v

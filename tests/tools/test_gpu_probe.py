@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from drivers.nv.device import PINNED_VERSION
 from drivers.system import LinuxSystem, OSCallError
 from emu.system import EmulatedSystem, NodeHandler
 from hcq.env import EnvError
-from tools.gpu_probe import (EMULATED_TAG, EXIT_CHECK_FAILED, EXIT_NO_GPU, EXIT_NOT_READY, EXIT_OK, EXIT_USAGE,
-                             exit_status, kfd_target_missing, main, probe, render)
+from tools.gpu_probe import (EMULATED_TAG, EXIT_CHECK_FAILED, EXIT_NO_GPU, EXIT_NOT_READY, EXIT_OK, EXIT_USAGE, NO_UVM,
+                             SCHEMA, exit_status, kfd_target_missing, main, probe, render)
 
 ROOT = Path(__file__).resolve().parents[2]
 AMD_BDF = "0000:03:00.0"
@@ -57,6 +58,25 @@ def own_lock_dir(tmp_path, monkeypatch):
 
 
 @pytest.fixture
+def nv_machine():
+    """A private emulated machine with an H200 (sm_90) and an Ampere GPU (sm_86) behind the emulated RM and UVM."""
+    from emu.machine import emulated_system
+    system = emulated_system("nv", ("sm_90", "sm_86"), private=True)
+    yield system
+    system.nv.close()
+
+
+@pytest.fixture
+def emulators():
+    """What the stand-in's bring-up needs on this machine: ld.lld for the AMD code object, ptxas for the cubin."""
+    from compiler.ptxas import ptxas_missing
+    from compiler.toolchain import lld_missing
+    missing = lld_missing() or ptxas_missing()
+    if missing:
+        pytest.skip(missing)
+
+
+@pytest.fixture
 def amd_kfd_machine():
     s = EmulatedSystem()
     pci_device(s, AMD_BDF, 0x1002, 0x744C, "amdgpu", 16 << 30)
@@ -72,14 +92,15 @@ def probe_cmd(*args: str, env: dict[str, str] | None = None, timeout: float = 60
 
 
 def test_runs_on_this_machine_in_text_and_json():
+    from compiler.ptxas import ptxas_missing
     from compiler.toolchain import lld_missing
-    # Without ld.lld the emulated stand-in's kernel check cannot link (test_emulated_machine_... skips).
-    extra = ["--no-emulate"] if lld_missing() else []
+    # Without ld.lld or ptxas the emulated stand-in's kernel checks cannot build (test_emulated_machine_... skips).
+    extra = ["--no-emulate"] if lld_missing() or ptxas_missing() else []
     text = probe_cmd(*extra)
     assert text.stdout.strip() and text.stderr == "", text.stderr
     js = probe_cmd("--json", *extra)
     report = json.loads(js.stdout)
-    assert report["schema"] == 1 and {"pci", "kfd", "nvidia", "kgsl", "usb", "summary"} <= report.keys()
+    assert report["schema"] == SCHEMA == 2 and {"pci", "kfd", "nvidia", "kgsl", "usb", "summary"} <= report.keys()
     # the status is the report's (no bring-up fails on this machine), the same in text and JSON
     assert js.returncode == text.returncode == exit_status(report, []) != EXIT_CHECK_FAILED
     assert all(c["ok"] for c in report["checks"])
@@ -134,16 +155,90 @@ def test_nvidia_with_nouveau_is_blocked():
     assert "blocked: nouveau is bound" in render(probe(s))
 
 
-def test_nvidia_without_uvm_names_the_module_to_load():
-    s = EmulatedSystem()
-    pci_device(s, "0000:01:00.0", 0x10DE, 0x2330, "nvidia", 64 << 30)
-    s.add_node("/dev/nvidiactl", lambda flags: NodeHandler())
-    s.add_node("/dev/nvidia0", lambda flags: NodeHandler())
-    s.add_file("/proc/driver/nvidia/version", "NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  570.86.15\n")
-    report = probe(s)
-    (card,) = report["pci"]
-    assert card["blockers"] == ["/dev/nvidia-uvm is missing: load nvidia_uvm (modprobe nvidia-uvm)"]
-    assert report["nvidia"]["gpus"] == ["nvidia0"] and "570.86.15" in report["nvidia"]["driver_version"]
+def test_nvidia_without_uvm_names_the_module_to_load(nv_machine, capsys):
+    del nv_machine.nodes["/dev/nvidia-uvm"]
+    report = probe(nv_machine)
+    nv = report["nvidia"]
+    assert nv["blockers"] == [NO_UVM] and nv["uvm"] is False and nv["nodes"] == ["nvidia0", "nvidia1"]
+    assert "modprobe nvidia-uvm" in NO_UVM
+    # the driver's problem blocks every NVIDIA card, and says so once, under the driver
+    assert [d["blockers"] for d in report["pci"]] == [[], []] and report["summary"]["usable"] == 0
+    text = render(report)
+    assert text.count("blocked: /dev/nvidia-uvm is missing: load nvidia-uvm") == 1 and "nvidia-uvm missing" in text
+    assert main([], system=nv_machine) == EXIT_NOT_READY and "Bring-up" not in capsys.readouterr().out
+
+
+def test_the_nvidia_report_on_an_emulated_machine(nv_machine):
+    report = probe(nv_machine)
+    nv = report["nvidia"]
+    assert (nv["version"], nv["open_kernel_module"], nv["uvm"], nv["nvidiactl"], nv["rm_probed"]) == \
+        (PINNED_VERSION, True, True, True, True)
+    assert nv["blockers"] == [] and "Open Kernel Module" in nv["driver_version"]
+    h200, ampere = nv["gpus"]
+    assert (h200["index"], h200["name"], h200["arch"], h200["target"], h200["qmd"]) == \
+        (0, "NVIDIA H200", "Hopper", "sm_90", "V04_00")
+    assert h200["classes"] == {"channel": "HOPPER_CHANNEL_GPFIFO_A", "compute": "HOPPER_COMPUTE_A",
+                               "copy": "HOPPER_DMA_COPY_A"}
+    assert (ampere["arch"], ampere["target"], ampere["qmd"], ampere["classes"]["compute"]) == \
+        ("Ampere", "sm_86", "V03_00", "AMPERE_COMPUTE_B")
+    assert all(g["vram_bytes"] > 0 and g["bar1_bytes"] > 0 and g["driver_missing"] is None for g in nv["gpus"])
+    assert not nv_machine.nv.clients, "the probe's RM clients are freed"
+    # each RM GPU is the PCI card at its address: one device each, both ready, the sm target on the PCI line
+    cards = {d["bdf"]: d for d in report["pci"]}
+    assert set(cards) == {h200["pci"], ampere["pci"]}
+    assert [(cards[g["pci"]]["path"], cards[g["pci"]]["target"], cards[g["pci"]]["blockers"]) for g in nv["gpus"]] == \
+        [("NV (RM/UVM)", "sm_90", []), ("NV (RM/UVM)", "sm_86", [])]
+    assert report["summary"]["devices"] == 2 and report["summary"]["usable"] == 2
+    text = render(report)
+    assert f"NVIDIA driver {PINNED_VERSION}, open kernel module; nvidiactl present, nvidia-uvm present" in text
+    assert f"NV: NVIDIA H200 at {h200['pci']}: Hopper, sm_90, VRAM {h200['vram_bytes'] >> 30} GiB, BAR1 " \
+           f"{h200['bar1_bytes'] >> 30} GiB" in text
+    assert "classes: channel HOPPER_CHANNEL_GPFIFO_A, compute HOPPER_COMPUTE_A, copy HOPPER_DMA_COPY_A, QMD V04_00" in text
+    assert "NV:1: " in text and "driver: built for sm_86" in text and "blocked" not in text
+    assert "2 device(s) with a driver path, 2 ready to use." in text
+
+
+def test_the_proprietary_module_blocks_the_nv_path_and_says_what_to_install(nv_machine, capsys):
+    nv_machine.add_file("/proc/driver/nvidia/version",
+                        f"NVRM version: NVIDIA UNIX x86_64 Kernel Module  {PINNED_VERSION}  Release Build\n")
+    report = probe(nv_machine)
+    nv = report["nvidia"]
+    assert nv["open_kernel_module"] is False and report["summary"]["usable"] == 0
+    (blocker,) = nv["blockers"]
+    assert blocker.startswith(f"the loaded NVIDIA driver ({PINNED_VERSION}) is the proprietary kernel module; "
+                              "the NV path needs NVIDIA's open kernel module")
+    assert "nvidia-open" in blocker and "-m=kernel-open" in blocker
+    text = render(report)
+    assert f"NVIDIA driver {PINNED_VERSION}, proprietary kernel module (the NV path needs the open one)" in text
+    assert main([], system=nv_machine) == EXIT_NOT_READY
+    assert f"blocked: the loaded NVIDIA driver ({PINNED_VERSION}) is the proprietary kernel module" in \
+        capsys.readouterr().out
+
+
+def test_a_driver_of_another_branch_is_named_with_the_pin(nv_machine, monkeypatch):
+    nv_machine.add_file("/proc/driver/nvidia/version",
+                        "NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  550.54.14  Release Build\n")
+    (blocker,) = probe(nv_machine)["nvidia"]["blockers"]
+    branch = PINNED_VERSION.split(".")[0]
+    assert blocker.startswith(f"the NVIDIA driver is 550.54.14, but baregpu's RM/UVM structures are pinned to the "
+                              f"{branch} branch ({PINNED_VERSION})")
+    assert "autogen/include/nv/VERSION" in blocker and "BAREGPU_NV_ANY_DRIVER=1 tries anyway" in blocker
+    monkeypatch.setenv("BAREGPU_NV_ANY_DRIVER", "1")  # the user asked to try: then nothing blocks it
+    assert probe(nv_machine)["nvidia"]["blockers"] == []
+
+
+def test_an_nvidia_gpu_the_driver_is_not_built_for_waits_on_it(nv_machine, monkeypatch, capsys):
+    import drivers.nv.device
+    why = "the NVIDIA (RM/UVM) driver is not built for sm_86 yet: (as a newer GPU would be)"
+    monkeypatch.setattr(drivers.nv.device, "unbuilt_paths", lambda target: why if target == "sm_86" else None)
+    report = probe(nv_machine)
+    assert [g["driver_missing"] for g in report["nvidia"]["gpus"]] == [None, why]
+    assert report["summary"]["usable"] == 1 and report["summary"]["not_built"] == ["NV (RM/UVM) for sm_86"]
+    text = render(report)
+    assert f"driver path:   NV (RM/UVM) ({why})" in text
+    assert "1 ready to use; not built yet in baregpu: NV (RM/UVM) for sm_86." in text
+    from tools.gpu_probe import nv_ready
+    assert nv_ready(report) == [0]  # only the GPU the driver is built for is brought up
 
 
 def test_asm2464_bridge_is_listed_and_permission_problems_explained():
@@ -311,18 +406,57 @@ def test_mi300_style_accelerator_class_is_listed_and_json_is_stable(amd_kfd_mach
     assert list(report) == ["schema", "pci", "kfd", "nvidia", "kgsl", "usb", "summary", "emulated", "checks"]
 
 
-def test_emulated_machine_is_brought_up_and_checked(capsys, lld):
+NV_STEPS = ["rm client", "device", "va space", "channels", "memory", "signal", "copy", "kernel", "tensor"]
+
+
+def test_emulated_machine_is_brought_up_and_checked(capsys, emulators):
     assert main(["--emulate"]) == EXIT_OK
     out = capsys.readouterr().out
-    assert "[emulated] Bring-up AMD (gfx1100): OK" in out
-    for step in ("open", "memory", "copy", "kernel", "signal"):
+    assert "[emulated] Bring-up AMD (gfx1100): OK" in out and "[emulated] Bring-up NV (sm_90): OK" in out
+    for step in ("open", "memory", "copy", "kernel", "signal", *NV_STEPS):
         assert f"[emulated]     ok  {step}" in out
     # every line is about the emulated machine, and every line says so
     assert all(line.startswith(EMULATED_TAG) for line in out.splitlines()), out
     assert main(["--emulate", "--json"]) == EXIT_OK
     report = json.loads(capsys.readouterr().out)
-    assert report["emulated"] is True and [(c["ok"], c["emulated"]) for c in report["checks"]] == [(True, True)]
-    assert [s["name"] for s in report["checks"][0]["steps"]] == ["open", "memory", "copy", "kernel", "signal"]
+    assert report["emulated"] is True
+    assert [(c["device"], c["target"], c["ok"], c["emulated"]) for c in report["checks"]] == \
+        [("AMD", "gfx1100", True, True), ("NV", "sm_90", True, True)]
+    amd, nv = report["checks"]
+    assert [s["name"] for s in amd["steps"]] == ["open", "memory", "copy", "kernel", "signal"]
+    assert [s["name"] for s in nv["steps"]] == NV_STEPS
+    assert report["nvidia"]["emulated"] is True and [g["emulated"] for g in report["nvidia"]["gpus"]] == [True]
+    assert [d["emulated"] for d in report["pci"]] == [True]  # the emulated H200's PCI function
+
+
+def test_check_nv_brings_up_an_emulated_h200_stage_by_stage(nv_machine, ptxas):
+    from tools.bringup import NV_OPEN_STAGES, check_nv, render
+    check = check_nv(nv_machine, 0)
+    assert check.ok and (check.device, check.target, check.emulated) == ("NV", "sm_90", True)
+    assert [s.name for s in check.steps] == NV_STEPS == [n for n, _ in NV_OPEN_STAGES] + NV_STEPS[4:]
+    assert all(s.ms >= 0 for s in check.steps)
+    details = {s.name: s.detail for s in check.steps}
+    assert "NVIDIA H200, sm_90, HOPPER_COMPUTE_A, HOPPER_DMA_COPY_A, QMD V04_00" == details["device"]
+    assert "registered with UVM" in details["va space"] and "HOPPER_CHANNEL_GPFIFO_A" in details["channels"]
+    assert "matches numpy" in details["tensor"]
+    as_json = json.loads(json.dumps(check.as_dict()))
+    assert as_json["ok"] is True and [s["name"] for s in as_json["steps"]] == NV_STEPS
+    assert set(as_json["steps"][0]) == {"name", "ok", "ms", "detail", "bad_environment"}
+    lines = render([check])
+    assert lines[0] == "[emulated] Bring-up NV (sm_90): OK" and "[emulated]     ok  rm client " in lines[1]
+    assert not nv_machine.nv.clients, "the device was closed: its RM client is freed"
+    from tensor import DEVICES
+    assert "NV" not in [rt.name for rt in DEVICES.opened()], "the tensor layer gave the device back"
+    assert check_nv(nv_machine, 1).ok  # the Ampere GPU, with QMD V03
+
+
+def test_check_nv_names_the_stage_the_open_stopped_in(nv_machine):
+    from tools.bringup import check_nv, render
+    del nv_machine.nodes["/dev/nvidia-uvm"]  # the device stage initializes UVM
+    check = check_nv(nv_machine, 0)
+    assert not check.ok and [(s.name, s.ok) for s in check.steps] == [("rm client", True), ("device", False)]
+    assert "/dev/nvidia-uvm" in check.steps[1].detail and "UVM initialized" in check.steps[1].detail
+    assert "FAIL device" in "\n".join(render([check]))
 
 
 def test_a_failing_bring_up_step_is_reported_and_stops_the_rest():
@@ -344,19 +478,30 @@ def test_no_check_opens_nothing_and_no_emulate_keeps_the_real_report(capsys):
     assert status == exit_status(report, [])  # this machine's own answer: EXIT_NO_GPU where it has no GPU
 
 
-def test_an_nvidia_card_nothing_blocks_waits_on_the_nv_driver():
-    """The lent H100's shape: nvidia bound, every node opens; the NV driver is what is missing, and the summary
-    says so instead of counting the card ready to use."""
+def test_an_nvidia_driver_that_does_not_answer_rm_blocks_its_cards():
+    """nvidia bound and every node opens, but RM answers nothing (here: nodes with no RM behind them): the NV path is
+    built, so what the report says is that the driver did not answer, not that something is unbuilt."""
     s = EmulatedSystem()
     pci_device(s, "0000:00:06.0", 0x10DE, 0x2330, "nvidia", 16 << 20)
     for node in ("/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia0"):
         s.add_node(node, lambda flags: NodeHandler())
     report = probe(s)
     (card,) = report["pci"]
-    assert card["path"] == "NV (RM/UVM)" and card["blockers"] == [] and report["nvidia"]["blockers"] == []
-    assert card["driver_missing"] == "the NVIDIA (RM/UVM) driver is not built yet"
-    assert report["summary"]["usable"] == 0 and report["summary"]["not_built"] == ["NV (RM/UVM)"]
-    assert "1 device(s) with a driver path, 0 ready to use; not built yet in baregpu: NV (RM/UVM)." in render(report)
+    assert card["path"] == "NV (RM/UVM)" and card["blockers"] == [] and card["driver_missing"] is None
+    (blocker,) = report["nvidia"]["blockers"]
+    assert blocker.startswith("baregpu could not ask the NVIDIA driver about NV:0 (") and "nvidia-smi" in blocker
+    assert report["nvidia"]["rm_probed"] is False and report["nvidia"]["gpus"] == []
+    assert report["summary"]["usable"] == 0 and report["summary"]["not_built"] == []
+    assert "not built" not in render(report)
+
+
+def test_a_card_rm_does_not_list_is_blocked(nv_machine):
+    pci_device(nv_machine, "0000:07:00.0", 0x10DE, 0x2330, "nvidia", 16 << 20)  # bound, but RM never brought it up
+    cards = {d["bdf"]: d for d in probe(nv_machine)["pci"]}
+    assert cards["0000:07:00.0"]["blockers"] == ["the NVIDIA driver is bound but RM does not list the GPU at "
+                                                 "0000:07:00.0: it failed to initialize or is excluded (nvidia-smi "
+                                                 "and dmesg say why)"]
+    assert [d["blockers"] for bdf, d in cards.items() if bdf != "0000:07:00.0"] == [[], []]
 
 
 # --- as users meet it: exit status, flags, pipes, names, labels, targets, environment ---
@@ -393,11 +538,28 @@ def test_the_default_stand_in_labels_every_emulated_line_and_not_the_real_ones(c
     assert not any(line.startswith(EMULATED_TAG) for line in lines[:stand_in + 1])
     assert lines[stand_in + 1:] and all(line.startswith(EMULATED_TAG) for line in lines[stand_in + 1:])
     assert any("/dev/kfd  opens" in line for line in lines[stand_in + 1:])
+    assert any("NV: NVIDIA H200" in line and "sm_90" in line for line in lines[stand_in + 1:])
+    assert "an emulated AMD GPU and an emulated NVIDIA GPU" in lines[stand_in]
     assert main(["--no-check", "--json"]) == EXIT_OK
     report = json.loads(capsys.readouterr().out)
     assert report["emulated"] is True and report["summary"]["emulated"] is True and report["kfd"]["emulated"] is True
     assert [g["emulated"] for g in report["kfd"]["gpus"]] == [True]
+    assert report["nvidia"]["emulated"] is True and [(g["target"], g["emulated"]) for g in report["nvidia"]["gpus"]] \
+        == [("sm_90", True)]
+    assert report["summary"]["devices"] == report["summary"]["usable"] == 2  # the AMD GPU and the NVIDIA one
     assert report["machine"]["emulated"] is False and report["machine"]["summary"]["found_any"] is False
+
+
+@pytest.mark.parametrize("pick, kfd, nvidia", [("amd", True, False), ("nv", False, True), ("1", True, True),
+                                                ("amd,nv", True, True)])
+def test_baregpu_emulate_picks_the_emulated_vendors(monkeypatch, capsys, pick, kfd, nvidia):
+    monkeypatch.setenv("BAREGPU_EMULATE", pick)
+    for flags in ([], ["--emulate"]):  # --emulate takes the variable's pick too
+        assert main(["--no-check", "--json", *flags]) == EXIT_OK
+        report = json.loads(capsys.readouterr().out)
+        assert report["emulated"] is True and "machine" not in report
+        assert (report["kfd"] is not None, report["nvidia"] is not None) == (kfd, nvidia)
+        assert report["summary"]["devices"] == kfd + nvidia
 
 
 def test_a_described_real_machine_is_never_labelled_emulated(amd_kfd_machine, capsys):
@@ -431,6 +593,7 @@ def test_a_failing_bring_up_exits_with_check_failed(monkeypatch, capsys):
     # an emulated machine whose VRAM is too small for the memory step, as a broken card would be
     monkeypatch.setattr(drivers.emulation, "emulated_system",
                         lambda vendor, targets=None: emulated_system(vendor, ("gfx1100",), vram_limit=1 << 20))
+    monkeypatch.setenv("BAREGPU_EMULATE", "amd")
     assert main(["--emulate"]) == EXIT_CHECK_FAILED
     out = capsys.readouterr().out
     assert "[emulated] Bring-up AMD (gfx1100): FAILED" in out and "[emulated]     FAIL memory" in out
@@ -484,11 +647,16 @@ def test_usage_line_names_the_command_the_way_it_was_run(tmp_path):
     ("BAREGPU_EMU_AMD", "", ["empty", "gfx1100", "gfx942"]),
     ("BAREGPU_EMU_AMD", "gfx9000", ["'gfx9000' unknown", "gfx1100", "gfx1201", "gfx942"]),
     ("BAREGPU_EMU_AMD", "gfx1100,,gfx90a", ["'gfx90a' unknown", "gfx1100"]),
+    ("BAREGPU_EMU_NV", "sm_100", ["'sm_100' unknown", "sm_90"]),
+    ("BAREGPU_NV_ANY_DRIVER", "maybe", []),
 ])
 def test_bad_environment_values_are_usage_errors_that_name_them(monkeypatch, capsys, name, value, words):
     monkeypatch.setenv(name, value)
-    if name == "BAREGPU_EMU_AMD":
-        monkeypatch.setenv("BAREGPU_EMULATE", "amd")  # so the emulated machine is what gets probed
+    if name.startswith("BAREGPU_EMU_"):  # so the emulated machine is what gets probed
+        monkeypatch.setenv("BAREGPU_EMULATE", name.rsplit("_", 1)[1].lower())
+    if name == "BAREGPU_NV_ANY_DRIVER":  # read when a driver of another branch than the pin is found
+        monkeypatch.setattr("drivers.nv.device.PINNED_VERSION", "999.1.1")
+        monkeypatch.setenv("BAREGPU_EMULATE", "nv")
     assert main(["--no-check"]) == EXIT_USAGE
     out, err = capsys.readouterr()
     assert out == "" and err.count("\n") == 1
@@ -510,6 +678,7 @@ def test_gfx942_is_not_ready_and_says_what_is_not_built(monkeypatch, capsys):
                                             "AQL packets, which are not built yet (PM4 compute queues are built for "
                                             "gfx11 and gfx12)")
     monkeypatch.setenv("BAREGPU_EMU_AMD", "gfx942")
+    monkeypatch.setenv("BAREGPU_EMULATE", "amd")  # the AMD half alone: the NVIDIA one would be brought up
     assert main(["--emulate"]) == EXIT_NOT_READY  # not brought up, so nothing fails: it is simply not ready
     out = capsys.readouterr().out
     assert "[emulated]     not ready: the AMD (KFD) driver is not built for gfx942 yet: its compute queues take AQL packets" in out
@@ -537,6 +706,7 @@ def test_a_real_gfx942_card_is_not_counted_ready(amd_kfd_machine):
 
 def test_mixed_machine_brings_up_what_is_built_and_skips_gfx942(monkeypatch, capsys, lld):
     monkeypatch.setenv("BAREGPU_EMU_AMD", "gfx1100,gfx942")
+    monkeypatch.setenv("BAREGPU_EMULATE", "amd")
     assert main(["--emulate", "--json"]) == EXIT_NOT_READY  # one ready and checked, one not built
     report = json.loads(capsys.readouterr().out)
     assert [(c["device"], c["target"], c["ok"]) for c in report["checks"]] == [("AMD", "gfx1100", True)]
@@ -558,6 +728,10 @@ def test_a_bad_variable_read_during_bring_up_is_a_usage_error_not_a_broken_devic
     assert main(["--emulate"]) == EXIT_USAGE
     out = capsys.readouterr().out
     assert "[emulated]     FAIL open" in out and "BAREGPU_LOCK_WAIT='soon' is not valid" in out
+    assert "[emulated]     FAIL rm client" in out  # the NVIDIA GPU's lock is taken in its RM client stage
     assert main(["--emulate", "--json"]) == EXIT_USAGE
-    (step,) = json.loads(capsys.readouterr().out)["checks"][0]["steps"]
+    amd, nv = json.loads(capsys.readouterr().out)["checks"]
+    (step,) = amd["steps"]
     assert step["name"] == "open" and step["bad_environment"] is True and "EnvError" in step["detail"]
+    (step,) = nv["steps"]
+    assert step["name"] == "rm client" and step["bad_environment"] is True and "BAREGPU_LOCK_WAIT" in step["detail"]
