@@ -288,6 +288,17 @@ class Devices:
             rt = self._open[key] = Runtime(key, device)
         return rt
 
+    def remove(self, name: str) -> Any:
+        """Stop using the device `add` lent under `name` and hand it back open (its lender closes it); tensors still
+        on it must not be used afterwards. Waits for the work the tensor layer submitted to it."""
+        key = canonical_name(name)
+        with self._lock:
+            rt = self._open.pop(key, None)
+        if rt is None:
+            raise KeyError(f"device {key} is not open in the tensor layer")
+        rt.synchronize()
+        return rt.dev
+
     def opened(self) -> list[Runtime]:
         with self._lock:
             return list(self._open.values())

@@ -147,16 +147,11 @@ def _tensor(dev: Any) -> str:
     a = rng.standard_normal((32, 48), dtype=np.float32)
     b = rng.standard_normal((48, 16), dtype=np.float32)
     want = np.maximum(a @ b + 1.0, 0.0).sum(axis=1)
-    rt = DEVICES.add(dev.name, dev)
+    DEVICES.add(dev.name, dev)
     try:
         got = (Tensor(a, device=dev.name) @ Tensor(b, device=dev.name) + 1.0).relu().sum(axis=1).numpy()
-        rt.synchronize()
     finally:
-        # DEVICES.add has no counterpart that leaves the device open: take the runtime back out by hand, so the
-        # tensor layer never closes (or keeps using) a device the bring-up owns.
-        with DEVICES._lock:
-            if DEVICES._open.get(rt.name) is rt:
-                del DEVICES._open[rt.name]
+        DEVICES.remove(dev.name)  # handed back open: the bring-up owns the device and closes it
     if got.shape != want.shape or not np.allclose(got, want, rtol=1e-4, atol=1e-3):
         worst = int(np.argmax(np.abs(got - want))) if got.shape == want.shape else -1
         raise RuntimeError(f"relu(a @ b + 1).sum(axis=1) came back wrong: shape {got.shape} (want {want.shape}), "
@@ -190,44 +185,10 @@ def check_amd(system: System, index: int) -> Check:
     return check
 
 
-# The stages of opening an NVIDIA GPU, in order, each with what it does (tools/bringup.py reports them as steps).
-NV_OPEN_STAGES = (
-    ("rm client", "/dev/nvidiactl, the interface version, the root client, the GPU's ids, the device lock"),
-    ("device", "/dev/nvidiaN, UVM initialized, device, subdevice and usermode objects, architecture and classes"),
-    ("va space", "FERMI_VASPACE_A registered with UVM, the GPU VA window, signal memory"),
-    ("channels", "the interrupt event, channel groups, compute and copy GPFIFO channels"),
-)
-
-
 def _open_nv_staged(system: System, index: int, marks: list[tuple[str, float]]) -> Any:
-    """NVDevice(index, system), noting in `marks` when each NV_OPEN_STAGES stage ends (name, perf_counter).
-
-    The stage boundaries are NVDevice's own bring-up methods; a driver that renamed them still opens, and the
-    open is then reported as one step."""
+    """NVDevice(index, system), noting in `marks` when each of its OPEN_STAGES ends (name, perf_counter)."""
     from drivers.nv.device import NVDevice
-
-    def mark(stage: str) -> None:
-        if stage not in (name for name, _ in marks):  # later calls (mappings, a recovery) are not the bring-up
-            marks.append((stage, time.perf_counter()))
-
-    class StagedNVDevice(NVDevice):
-        def _open_gpu_fd(self) -> int:
-            mark("rm client")
-            return super()._open_gpu_fd()
-
-        def _query(self) -> None:
-            super()._query()
-            mark("device")
-
-        def _setup_event(self) -> None:
-            mark("va space")
-            super()._setup_event()
-
-        def _create_channels(self) -> None:
-            super()._create_channels()
-            mark("channels")
-
-    return StagedNVDevice(index, system)
+    return NVDevice(index, system, on_stage=lambda stage: marks.append((stage, time.perf_counter())))
 
 
 def _nv_stage_detail(dev: Any, stage: str) -> str:
@@ -245,14 +206,14 @@ def _nv_stage_detail(dev: Any, stage: str) -> str:
 def check_nv(system: System, index: int) -> Check:
     """Bring up NVIDIA GPU `index` (in RM's order) through `system` and run the checks.
 
-    The open is reported as its stages (NV_OPEN_STAGES), each timed; then memory, a signal round trip, a copy, a
+    The open is reported as its stages (drivers.nv.device.OPEN_STAGES), each timed; then memory, a signal round trip, a copy, a
     compiled kernel and a small tensor computation checked against numpy."""
     dev: Any = None
     check = Check(f"NV:{index}" if index else "NV", "unknown", bool(getattr(system, "emulated", False)))
 
     def open_stages() -> bool:
         nonlocal dev
-        import drivers.nv.device  # noqa: F401 - imported before the clock starts: its import is not the GPU's time
+        from drivers.nv.device import OPEN_STAGES  # imported before the clock starts: its import is not the GPU's time
         marks: list[tuple[str, float]] = []
         t0 = time.perf_counter()
         error: BaseException | None = None
@@ -261,9 +222,9 @@ def check_nv(system: System, index: int) -> Check:
             check.target = dev.target
         except Exception as e:  # reported as the stage it stopped in
             error = e
-        names = [name for name, _ in NV_OPEN_STAGES]
+        names = [name for name, _ in OPEN_STAGES]
         if [name for name, _ in marks] != names[:len(marks)] or (error is None and len(marks) != len(names)):
-            # the driver's bring-up methods are not where this file expects them: one step for the whole open
+            # the driver reported other stages than it declares: one step for the whole open
             ms = round((time.perf_counter() - t0) * 1000, 2)
             if error is None:
                 check.steps.append(Step("open", True, ms, f"{dev.target} (stage times unavailable)"))
@@ -280,7 +241,7 @@ def check_nv(system: System, index: int) -> Check:
         failed = names[len(marks)]
         detail, bad_env = _failure(error)
         check.steps.append(Step(failed, False, round((time.perf_counter() - last) * 1000, 2),
-                                f"{detail} (while setting up {dict(NV_OPEN_STAGES)[failed]})", bad_env))
+                                f"{detail} (while setting up {dict(OPEN_STAGES)[failed]})", bad_env))
         return False
 
     bufs: list[Any] = []

@@ -14,7 +14,7 @@ import ctypes
 import select
 import threading
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from autogen import nv_classes as C
 from autogen import nv_rm as R
@@ -142,6 +142,15 @@ class _Channel:
     notifier: Buffer
 
 
+# The stages of opening a GPU, in order, with what each sets up (NVDevice's on_stage reports each as it ends).
+OPEN_STAGES = (
+    ("rm client", "/dev/nvidiactl, the interface version, the root client, the GPU's ids, the device lock"),
+    ("device", "/dev/nvidiaN, UVM initialized, device, subdevice and usermode objects, architecture and classes"),
+    ("va space", "FERMI_VASPACE_A registered with UVM, the GPU VA window, signal memory"),
+    ("channels", "the interrupt event, channel groups, compute and copy GPFIFO channels"),
+)
+
+
 class NVDevice(Device):
     """One NVIDIA GPU through RM and UVM. `index` picks among the GPUs RM probed.
 
@@ -150,7 +159,8 @@ class NVDevice(Device):
     """
 
     def __init__(self, index: int = 0, system: Optional[System] = None, lock_wait: Optional[float] = None,
-                 ring_entries: int = GPFIFO_ENTRIES):
+                 ring_entries: int = GPFIFO_ENTRIES, on_stage: Optional[Callable[[str], None]] = None):
+        """`on_stage(name)` is called as each of OPEN_STAGES finishes (gpu_probe times the bring-up with it)."""
         from drivers.emulation import system_for
         if ring_entries < 4 or ring_entries & (ring_entries - 1):
             raise ValueError(f"ring_entries must be a power of two >= 4, got {ring_entries}")
@@ -171,6 +181,7 @@ class NVDevice(Device):
         self.debugger = 0
         self._groups: list[int] = []
         self.rm: Optional[RMClient] = None
+        self._on_stage = on_stage
         try:
             self._open(lock_wait)
         except BaseException:
@@ -233,6 +244,7 @@ class NVDevice(Device):
         key = ("emulated-" if emulated else "") + f"nv-gpu-{self.pci_address}"
         label = ", ".join(filter(None, (f"PCI {self.pci_address}", emulated)))
         self.lock = DeviceLock(key, self.system.lock_dir, wait=lock_wait, label=f"{self.name} ({label})").acquire()
+        self._stage("rm client")
         # The GPU's node, registered with the control fd (nv.c NV_ESC_REGISTER_FD): RM accepts it for this client.
         self.fd_dev = self._open_gpu_fd()
         # 3. UVM: initialize the VA space on one fd; UVM_MM_INITIALIZE on a second (uvm.c uvm_api_mm_initialize).
@@ -252,6 +264,7 @@ class NVDevice(Device):
         self.usermode_addr = self._cpu_map(self.usermode, USERMODE_SIZE, self.subdevice, vram=True)
         # 5. What the GPU is.
         self._query()
+        self._stage("device")
         # 6. The VA space, owned by UVM (uvm_gpu_va_space.c needs an externally owned, page-faulting RM VA space).
         self.vaspace = rm.alloc(self.device, C.FERMI_VASPACE_A, R.NV_VASPACE_ALLOCATION_PARAMETERS(
             index=R.NV_VASPACE_ALLOCATION_INDEX_GPU_NEW,
@@ -267,10 +280,16 @@ class NVDevice(Device):
         self.heap = VAHeap(self._window, VA_WINDOW, PAGE_SIZE, f"{self.name} VA")
         sig = self.alloc(SIGNAL_SIZE * SIGNAL_SLOTS, MemFlags.HOST_VISIBLE | MemFlags.UNCACHED)
         self.signals = SignalPool(sig.host_addr, sig.va, sig.size, self)
+        self._stage("va space")
         # 11. Sleeping: an OS event on a control fd of its own, armed for the FIFO non-stall interrupt.
         self._setup_event()
         # 9. Channels.
         self._create_channels()
+        self._stage("channels")
+
+    def _stage(self, name: str) -> None:
+        if self._on_stage is not None:
+            self._on_stage(name)
 
     def _open_gpu_fd(self) -> int:
         fd = self._open_node(f"/dev/nvidia{self.minor}")
@@ -518,8 +537,14 @@ class NVDevice(Device):
         copy = self._create_channel("copy", self.classes.copy, m.SUBCH_COPY, *groups[1])
         self._channels = [compute, copy]
         # GT200_DEBUGGER: its parent is the device (rmapi/resource_list.h), it reads the compute context's MMU faults.
-        self.debugger = rm.alloc(self.device, R.GT200_DEBUGGER, R.NV83DE_ALLOC_PARAMETERS(
-            hAppClient=rm.client, hClass3dObject=compute.engine), "fault reader")
+        # Optional: a sandbox's RM proxy may refuse it (gVisor's nvproxy allows the classes CUDA uses); faults are then
+        # still reported, without the address.
+        try:
+            self.debugger = rm.alloc(self.device, R.GT200_DEBUGGER, R.NV83DE_ALLOC_PARAMETERS(
+                hAppClient=rm.client, hClass3dObject=compute.engine), "fault reader")
+            self.fault_reader_problem = ""
+        except NVError as e:
+            self.debugger, self.fault_reader_problem = 0, str(e)
         for group, _ in groups:
             rm.control(group, R.NVA06C_CTRL_CMD_GPFIFO_SCHEDULE, R.NVA06C_CTRL_GPFIFO_SCHEDULE_PARAMS(bEnable=1),
                        "NVA06C_CTRL_CMD_GPFIFO_SCHEDULE")
@@ -717,7 +742,9 @@ class NVDevice(Device):
             return DeviceFault(fault_kind, f"RM stopped the {kind} channel: {what}", queue=ch.fifo.name,
                                details=details)
         address, how = None, ""
-        if kind == "compute":
+        if kind == "compute" and not self.debugger:
+            how = f" (no address: RM refused the fault reader at bring-up: {self.fault_reader_problem})"
+        elif kind == "compute":
             try:
                 info = self.rm.control(self.debugger, R.NV83DE_CTRL_CMD_DEBUG_READ_MMU_FAULT_INFO,
                                        R.NV83DE_CTRL_DEBUG_READ_MMU_FAULT_INFO_PARAMS(),

@@ -185,7 +185,8 @@ class EmulatedNV:
 
     `targets`: one "sm_86" | "sm_89" | "sm_90" per GPU. `hazard` and `host_kernels` go to each EmuNVGPU.
     `vram_limit` caps each GPU's VRAM pool (a sparse memfd); allocations past it are NV_ERR_NO_MEMORY.
-    Options: `sysmem_limit` (the system-memory pool), `gpu_factory(index, sm, hazard, host_kernels)` (tests)."""
+    Options: `sysmem_limit` (the system-memory pool), `gpu_factory(index, sm, hazard, host_kernels)` (tests),
+    `refused_classes` (classes every allocation of is refused with NV_ERR_NOT_SUPPORTED: fault injection)."""
 
     def __init__(self, targets: tuple[str, ...] = ("sm_90",), hazard: int | None = None, vram_limit: int = 4 << 30,
                  host_kernels: bool = True, **options: Any):
@@ -194,6 +195,9 @@ class EmulatedNV:
             raise ValueError(f"no emulated NVIDIA GPU for {unknown}; emulated targets are {sorted(TARGETS)}")
         factory: Callable[..., Any] | None = options.pop("gpu_factory", None)
         sysmem_limit = int(options.pop("sysmem_limit", 4 << 30))
+        # Fault injection: classes this machine's RM refuses, as a sandbox's RM proxy does for classes CUDA does not use
+        # (gVisor's nvproxy allows a list of classes per driver version).
+        self.refused_classes = frozenset(options.pop("refused_classes", ()))
         if options:
             raise TypeError(f"EmulatedNV got unknown options {sorted(options)}")
         if factory is None:
@@ -889,6 +893,8 @@ def allocate(f: NVFile, h_client: int, h_parent: int, h_new: int, hclass: int, p
     spec = _CLASSES.get(hclass)
     if spec is None:
         raise RMError(rm.NV_ERR_INVALID_CLASS, f"class {hclass:#x} is not an emulated RM class")
+    if hclass in dev.refused_classes:
+        raise RMError(rm.NV_ERR_NOT_SUPPORTED, f"class {hclass:#x} is refused on this machine (refused_classes)")
     kind, ptype, required, parents, build = spec
     if ptype is not None and not ptr and required:
         raise RMError(rm.NV_ERR_INVALID_ARGUMENT, f"class {hclass:#x} needs allocation parameters ({ptype.__name__})")

@@ -104,3 +104,19 @@ def test_buffers_come_back_by_reference_counting_alone(device):
                 assert tensor.memory(d)["used"] == base[d], f"round {seed}: {d}'s buffers wait for the cycle collector"
     finally:
         gc.enable()
+
+
+def test_a_lent_device_is_handed_back_open():
+    from drivers.cpu.device import CPUDevice
+    from tensor.runtime import Devices
+    devices, dev = Devices(), CPUDevice()
+    try:
+        devices.add("CPU", dev)
+        assert devices["CPU"].dev is dev
+        assert devices.remove("CPU") is dev and not dev.closed
+        with pytest.raises(KeyError, match="CPU is not open"):
+            devices.remove("CPU")
+        devices.add("CPU", dev)  # lent again after it came back
+        assert devices.remove("cpu") is dev
+    finally:
+        dev.close()

@@ -430,10 +430,11 @@ def test_emulated_machine_is_brought_up_and_checked(capsys, emulators):
 
 
 def test_check_nv_brings_up_an_emulated_h200_stage_by_stage(nv_machine, ptxas):
-    from tools.bringup import NV_OPEN_STAGES, check_nv, render
+    from drivers.nv.device import OPEN_STAGES
+    from tools.bringup import check_nv, render
     check = check_nv(nv_machine, 0)
     assert check.ok and (check.device, check.target, check.emulated) == ("NV", "sm_90", True)
-    assert [s.name for s in check.steps] == NV_STEPS == [n for n, _ in NV_OPEN_STAGES] + NV_STEPS[4:]
+    assert [s.name for s in check.steps] == NV_STEPS == [n for n, _ in OPEN_STAGES] + NV_STEPS[4:]
     assert all(s.ms >= 0 for s in check.steps)
     details = {s.name: s.detail for s in check.steps}
     assert "NVIDIA H200, sm_90, HOPPER_COMPUTE_A, HOPPER_DMA_COPY_A, QMD V04_00" == details["device"]

@@ -101,3 +101,29 @@ def test_a_kernel_reading_unmapped_memory_faults_with_the_address(dev, cache):
     assert "page fault" in msg and hex(bad) in msg and "compute" in msg
     dev.recover()
     run(dev, dev.compute_queue().exec(prog, prog.pack_args(y.va, y.va, 0), (1, 1, 1), (32, 1, 1)))
+
+
+def test_a_machine_whose_rm_refuses_the_fault_reader_still_runs_and_reports_faults(cache):
+    """A sandbox's RM proxy (gVisor's nvproxy) may refuse GT200_DEBUGGER: the device still opens and computes, and a
+    kernel's MMU fault is still raised, saying why its address is unknown."""
+    from autogen import nv_rm as R
+    from emu.machine import emulated_system
+    from hcq.device import DeviceFaultError
+    system = emulated_system("nv", ("sm_90",), private=True, refused_classes=(R.GT200_DEBUGGER,))
+    d = NVDevice(0, system)
+    try:
+        assert d.debugger == 0 and "NV_ERR_NOT_SUPPORTED" in d.fault_reader_problem
+        prog = d.load_program(compile_kernel(scale_kernel(), d.target, cache, emulation=True))
+        y = d.alloc(4 * 32, HOST_VRAM)
+        d.compute_queue().exec(prog, prog.pack_args(0x10_0000, y.va, 32), (1, 1, 1), (32, 1, 1)).signal(
+            d.timeline, d.next_timeline_value()).submit(d)
+        with pytest.raises(DeviceFaultError, match="page fault.*no address: RM refused the fault reader"):
+            d.synchronize(timeout=10)
+        d.recover()
+        x = d.alloc(4 * 32, HOST_VRAM)
+        x.numpy(np.float32)[:] = np.arange(32, dtype=np.float32)
+        run(d, d.compute_queue().exec(prog, prog.pack_args(x.va, y.va, 32), (1, 1, 1), (32, 1, 1)))
+        np.testing.assert_array_equal(y.numpy(np.float32), np.arange(32, dtype=np.float32) * 2 + 1)
+    finally:
+        d.close()
+        system.nv.close()
