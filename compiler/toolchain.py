@@ -111,6 +111,18 @@ def _host_tm() -> Any:
         cpu=llvm.get_host_cpu_name(), features=llvm.get_host_cpu_features().flatten(), opt=3, jit=True)
 
 
+def _load_entry(obj: bytes, name: str, what: str) -> tuple[Any, int]:
+    """A JIT holding a host object file, and the address of its function `name` (the JIT must be kept alive)."""
+    llvm = _llvm()
+    engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), _host_tm())
+    engine.add_object_file(llvm.ObjectFileRef.from_data(obj))
+    engine.finalize_object()
+    addr = engine.get_function_address(name)
+    if not addr:
+        raise ToolchainError(f"{name}: the {what} has no function {name}")
+    return engine, addr
+
+
 class HostFunction:
     """Host machine code loaded from an object file; kept alive with its JIT.
 
@@ -120,14 +132,8 @@ class HostFunction:
     """
 
     def __init__(self, obj: bytes, name: str):
-        llvm = _llvm()
         self.name = name
-        self.engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), _host_tm())
-        self.engine.add_object_file(llvm.ObjectFileRef.from_data(obj))
-        self.engine.finalize_object()
-        addr = self.engine.get_function_address(name)
-        if not addr:
-            raise ToolchainError(f"{name}: the host object has no function {name}")
+        self.engine, addr = _load_entry(obj, name, "host object")
         self.fn = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int32, ctypes.c_int32, ctypes.c_int32,
                                    ctypes.c_int64, ctypes.c_int64)(addr)
         # The same entry point called without releasing the GIL: for kernels too short to be worth a GIL hand-over.
@@ -153,14 +159,8 @@ class CheckedHostFunction:
     Call as f(args_ptr, gx, gy, gz, first, count, limits_ptr, fault_ptr); releases the GIL while the kernel runs."""
 
     def __init__(self, obj: bytes, name: str):
-        llvm = _llvm()
         self.name = name
-        self.engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), _host_tm())
-        self.engine.add_object_file(llvm.ObjectFileRef.from_data(obj))
-        self.engine.finalize_object()
-        addr = self.engine.get_function_address(name)
-        if not addr:
-            raise ToolchainError(f"{name}: the checked host object has no function {name}")
+        self.engine, addr = _load_entry(obj, name, "checked host object")
         self.fn = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int32, ctypes.c_int32, ctypes.c_int32,
                                    ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p)(addr)
 

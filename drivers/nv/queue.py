@@ -197,7 +197,39 @@ class _FieldPatch:
     truncate: bool  # keep only the field's bits: one part of an address split over two fields
 
 
-class NVComputeQueue(HWQueue):
+class _HostMethods(HWQueue):
+    """What both NV queues share: host-class semaphores (the channel class's methods, on any subchannel)."""
+
+    def _host(self) -> int:
+        return self.device.classes.channel
+
+    def _encode_wait(self, signal: Any, value: Value) -> None:
+        # ACQ_STRICT_GEQ on the 64-bit payload (clc56f.h SEM_EXECUTE OPERATION/PAYLOAD_SIZE): the channel stalls
+        # until the whole 64-bit signal is >= value; a low word alone never passes it.
+        v = 0 if isinstance(value, Var) else value
+        if not 0 <= v < 1 << 64:
+            raise QueueBuildError(f"wait({getattr(signal, 'name', signal)}, {v:#x}): signal values are 64-bit")
+        self._packet(m.semaphore_acquire(signal.va, v, host=self._host()), {3: (value, 64, 0, False)})
+
+    def _encode_signal(self, signal: Any, value: Value) -> None:
+        # After earlier work is idle (RELEASE_WFI), write the 64-bit value and the GPU time (RELEASE_TIMESTAMP writes
+        # the 16-byte {payload, timestamp} the HCQ Signal is). Then NON_STALL_INTERRUPT: RM turns the channel's
+        # non-stall interrupt into the NV01_EVENT_OS_EVENT the device armed, which wakes a sleeping wait.
+        v = 0 if isinstance(value, Var) else value
+        if not 0 <= v < 1 << 64:
+            raise QueueBuildError(f"signal({getattr(signal, 'name', signal)}, {v:#x}): signal values are 64-bit")
+        words = m.semaphore_release(signal.va, v, timestamp=True, wfi=True, host=self._host())
+        self._packet(words, {3: (value, 64, 0, False)})
+        self._words(m.non_stall_interrupt(0))
+
+    def _encode_timestamp(self, signal: Any) -> None:
+        # The host writes a timestamp only as the second half of a 16-byte semaphore release: the signal's time
+        # lands in its timestamp slot and its value is set to 0. Timestamps therefore go to signals of their own
+        # (as profiling does), never to a signal something waits on.
+        self._words(m.semaphore_release(signal.va, 0, timestamp=True, wfi=True, host=self._host()))
+
+
+class NVComputeQueue(_HostMethods):
     """Methods for a compute channel: host semaphores, QMD launches (SEND_PCAS_A + SEND_SIGNALING_PCAS2_B), cache
     invalidation and wait-for-idle barriers."""
 
@@ -210,18 +242,6 @@ class NVComputeQueue(HWQueue):
     @property
     def _channel(self) -> GPFifo:
         return self.device.compute_channel
-
-    def _host(self) -> int:
-        return self.device.classes.channel
-
-    def _encode_wait(self, signal: Any, value: Value) -> None:
-        _encode_acquire(self, signal, value)
-
-    def _encode_signal(self, signal: Any, value: Value) -> None:
-        _encode_release(self, signal, value)
-
-    def _encode_timestamp(self, signal: Any) -> None:
-        _encode_stamp(self)(signal)
 
     def _encode_copy(self, dst: Value, src: Value, size: int) -> None:
         raise QueueBuildError("copies on NV go on the copy queue (the copy engine): use device.copy_queue()")
@@ -312,21 +332,9 @@ class NVComputeQueue(HWQueue):
         device.compute_channel.submit(self.cmd, self.streams["qmd"] if self._fixups else None, self._fixups)
 
 
-class NVCopyQueue(HWQueue):
+class NVCopyQueue(_HostMethods):
     """Methods for a copy channel: host semaphores and copy-engine copies (LAUNCH_DMA, pitch, split at
     methods.COPY_MAX_LINE)."""
-
-    def _host(self) -> int:
-        return self.device.classes.channel
-
-    def _encode_wait(self, signal: Any, value: Value) -> None:
-        _encode_acquire(self, signal, value)
-
-    def _encode_signal(self, signal: Any, value: Value) -> None:
-        _encode_release(self, signal, value)
-
-    def _encode_timestamp(self, signal: Any) -> None:
-        _encode_stamp(self)(signal)
 
     def _encode_exec(self, program: Any, args: Any, global_size: tuple, local_size: tuple) -> None:
         raise QueueBuildError("kernels run on the compute queue: use device.compute_queue()")
@@ -351,39 +359,6 @@ class NVCopyQueue(HWQueue):
     def _submit(self, device: Any) -> None:
         device.check()
         device.copy_channel.submit(self.cmd)
-
-
-# --- host methods shared by both queues ---
-
-def _encode_acquire(q: HWQueue, signal: Any, value: Value) -> None:
-    # ACQ_STRICT_GEQ on the 64-bit payload (clc56f.h SEM_EXECUTE OPERATION/PAYLOAD_SIZE): the channel stalls
-    # until the whole 64-bit signal is >= value; a low word alone never passes it.
-    v = 0 if isinstance(value, Var) else value
-    if not 0 <= v < 1 << 64:
-        raise QueueBuildError(f"wait({getattr(signal, 'name', signal)}, {v:#x}): signal values are 64-bit")
-    words = m.semaphore_acquire(signal.va, v, host=q._host())
-    q._packet(words, {3: (value, 64, 0, False)})
-
-
-def _encode_release(q: HWQueue, signal: Any, value: Value) -> None:
-    # After earlier work is idle (RELEASE_WFI), write the 64-bit value and the GPU time (RELEASE_TIMESTAMP writes
-    # the 16-byte {payload, timestamp} the HCQ Signal is). Then NON_STALL_INTERRUPT: RM turns the channel's
-    # non-stall interrupt into the NV01_EVENT_OS_EVENT the device armed, which wakes a sleeping wait.
-    v = 0 if isinstance(value, Var) else value
-    if not 0 <= v < 1 << 64:
-        raise QueueBuildError(f"signal({getattr(signal, 'name', signal)}, {v:#x}): signal values are 64-bit")
-    words = m.semaphore_release(signal.va, v, timestamp=True, wfi=True, host=q._host())
-    q._packet(words, {3: (value, 64, 0, False)})
-    q._words(m.non_stall_interrupt(0))
-
-
-def _encode_stamp(q: HWQueue) -> Any:
-    def stamp(signal: Any) -> None:
-        # The host writes a timestamp only as the second half of a 16-byte semaphore release: the signal's time
-        # lands in its timestamp slot and its value is set to 0. Timestamps therefore go to signals of their own
-        # (as profiling does), never to a signal something waits on.
-        q._words(m.semaphore_release(signal.va, 0, timestamp=True, wfi=True, host=q._host()))
-    return stamp
 
 
 def _cbuf0_fields(version: str) -> list[tuple[str, int, int]]:

@@ -57,6 +57,7 @@ from compiler import parse_emulation_record
 from compiler.toolchain import load_host
 from emu.amd.isa.dispatch import isa_launch
 from emu.amd.isa.vm import AddressSpace, GPUFault
+from emu.gate import MapGate
 
 PROT_RW, MAP_SHARED, MAP_FIXED_NOREPLACE = 3, 0x01, 0x100000
 PR_SET_TIMERSLACK = 29  # linux/prctl.h: a thread's sleeps overshoot by up to its timer slack (50 us by default)
@@ -280,45 +281,6 @@ class StalePage:
 
 class _IOVec(ctypes.Structure):
     _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
-
-
-class MapGate:
-    """Queues touch memory between `shared()` enter and exit; `exclusive()` (unmap) waits until none does and
-    keeps new ones out meanwhile, so a buffer is never unmapped under a running packet or kernel."""
-
-    def __init__(self) -> None:
-        self._cv = threading.Condition()
-        self._readers = 0
-        self._writer = False
-
-    @contextmanager
-    def shared(self) -> Iterator[None]:
-        with self._cv:
-            while self._writer:
-                self._cv.wait()
-            self._readers += 1
-        try:
-            yield
-        finally:
-            with self._cv:
-                self._readers -= 1
-                if not self._readers:
-                    self._cv.notify_all()
-
-    @contextmanager
-    def exclusive(self) -> Iterator[None]:
-        with self._cv:
-            while self._writer:
-                self._cv.wait()
-            self._writer = True  # from here new readers wait: an unmap is never starved by busy queues
-            while self._readers:
-                self._cv.wait()
-        try:
-            yield
-        finally:
-            with self._cv:
-                self._writer = False
-                self._cv.notify_all()
 
 
 class Memory:

@@ -15,8 +15,8 @@ from __future__ import annotations
 import bisect
 import ctypes
 import threading
-from contextlib import contextmanager
-from typing import Iterator
+
+from emu.gate import MapGate
 
 # The GPU VA width the MMU translates: 49 bits on Ampere/Ada (dev_mmu.ref: 5-level page tables with 49-bit VAs),
 # 57 bits on Hopper (GH100's 6-level tables); an address beyond it can never be mapped.
@@ -31,44 +31,6 @@ class MMUFault(Exception):
         super().__init__(message or f"MMU fault: {access} of unmapped GPU VA {va:#x}")
 
 
-class Gate:
-    """Readers (engine accesses) share; a writer (unmap) waits until none is inside and keeps new ones out meanwhile."""
-
-    def __init__(self) -> None:
-        self._cv = threading.Condition()
-        self._readers = 0
-        self._writer = False
-
-    @contextmanager
-    def shared(self) -> Iterator[None]:
-        with self._cv:
-            while self._writer:
-                self._cv.wait()
-            self._readers += 1
-        try:
-            yield
-        finally:
-            with self._cv:
-                self._readers -= 1
-                if not self._readers:
-                    self._cv.notify_all()
-
-    @contextmanager
-    def exclusive(self) -> Iterator[None]:
-        with self._cv:
-            while self._writer:
-                self._cv.wait()
-            self._writer = True  # new readers wait from here: an unmap is never starved by busy engines
-            while self._readers:
-                self._cv.wait()
-        try:
-            yield
-        finally:
-            with self._cv:
-                self._writer = False
-                self._cv.notify_all()
-
-
 class VASpace:
     """One GPU virtual address space: mappings VA -> host memory, poisoned ranges, and access checks."""
 
@@ -78,7 +40,7 @@ class VASpace:
         self._maps: dict[int, tuple[int, int, str]] = {}  # start -> (size, host, what)
         self._poisoned: tuple[tuple[int, int], ...] = ()
         self._lock = threading.Lock()  # serializes table replacement (readers never take it)
-        self.gate = Gate()
+        self.gate = MapGate()
 
     # --- the emulated RM / UVM side ---
     def map(self, va: int, size: int, host: int, what: str) -> None:

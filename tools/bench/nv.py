@@ -31,9 +31,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
-import select
 import struct
-import subprocess
 import sys
 import tempfile
 import time
@@ -41,6 +39,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from tools.bench import Bench, BenchError, Context, Result, interleave, summarize, versus
+from tools.bench.worker import JSONLineWorker
 
 NODES = 1000  # kernels in the replayed queue and the CUDA graph
 COPY_BYTES = 64 << 20
@@ -50,7 +49,6 @@ REPLAY_TARGET_US = 0.6  # per kernel: CUDA graphs' per-node cost
 COPY_GOAL = 0.9  # ours >= 90% of CUDA's bandwidth
 NOP_LOCAL = (32, 1, 1)
 WAIT_S = 60.0  # any one wait for device work: far above any row's real time, so a hang fails instead of stalling
-ROOT = Path(__file__).resolve().parents[2]
 WORKER_START_S = 120.0  # importing, cuInit and the primary context on a cold machine
 WORKER_REQUEST_S = 300.0  # one round is at most a few 2048 matmuls or 64 MiB copies
 
@@ -139,23 +137,19 @@ def submit(nv: NV, q: Any, blob: bytes) -> int:
 
 
 # --- CUDA's side: the worker ---
-class CudaWorker:
+class CudaWorker(JSONLineWorker):
     """libcuda in a subprocess (see the module docstring): `available` and `why` say whether CUDA runs here,
     `info` what the worker found (device name, compute capability, driver's CUDA version); `run(op, **args)`
     times one round there."""
 
     def __init__(self, start_timeout: float = WORKER_START_S, request_timeout: float = WORKER_REQUEST_S):
-        self.request_timeout = request_timeout
-        self._buf = b""
+        super().__init__("CUDA", "tools.bench.nv", start_timeout, request_timeout)
         self.info: dict[str, Any] = {}
         self.why = ""
-        self.proc = subprocess.Popen([sys.executable, "-c", "from tools.bench.nv import serve; serve()"], cwd=ROOT,
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        first = self._read(start_timeout, "start")
-        if "ready" in first:
-            self.info = first["ready"]
+        if "ready" in self.first:
+            self.info = self.first["ready"]
         else:
-            self.why = str(first.get("unavailable") or f"the worker answered {first!r}")
+            self.why = str(self.first.get("unavailable") or f"the worker answered {self.first!r}")
             self.close()
 
     @property
@@ -179,60 +173,12 @@ class CudaWorker:
     def request(self, op: str, **args: Any) -> dict[str, Any]:
         if not self.available:
             raise BenchError(f"CUDA is not available here: {self.why}")
-        if self.proc.poll() is not None:
-            raise BenchError(f"the CUDA worker exited with status {self.proc.returncode}; {self._stderr()}")
-        self.proc.stdin.write((json.dumps({"op": op, **args}) + "\n").encode())  # type: ignore[union-attr]
-        self.proc.stdin.flush()  # type: ignore[union-attr]
-        reply = self._read(self.request_timeout, f"{op}")
-        if "error" in reply:
-            raise BenchError(f"the CUDA worker failed on {op}: {reply['error']}")
-        return reply
+        return super().request(op, **args)
 
     def run(self, op: str, **args: Any) -> tuple[int, float]:
         """One timed round in the worker: (ops, seconds spent on them there)."""
         reply = self.request(op, **args)
         return int(reply["ops"]), float(reply["seconds"])
-
-    def _read(self, timeout: float, what: str) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        fd = self.proc.stdout.fileno()  # type: ignore[union-attr]
-        while b"\n" not in self._buf:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                self.close()
-                raise BenchError(f"the CUDA worker gave no answer to {what} within {timeout:g} s; it was stopped")
-            ready, _, _ = select.select([fd], [], [], left)
-            if ready:
-                chunk = os.read(fd, 65536)
-                if not chunk:
-                    self.proc.wait(timeout=5)
-                    raise BenchError(f"the CUDA worker exited (status {self.proc.returncode}) during {what}; "
-                                     f"{self._stderr()}")
-                self._buf += chunk
-        line, self._buf = self._buf.split(b"\n", 1)
-        try:
-            return json.loads(line)
-        except ValueError:
-            raise BenchError(f"the CUDA worker wrote {line[:200]!r}, not a JSON line") from None
-
-    def _stderr(self) -> str:
-        if self.proc.stderr is None or self.proc.poll() is None:
-            return "no error output"
-        text = self.proc.stderr.read().decode(errors="replace")[-2000:]
-        return f"its error output: {text}" if text else "no error output"
-
-    def close(self) -> None:
-        """Ask the worker to exit (closing its stdin), killing it if it does not within 10 s."""
-        if self.proc.poll() is None:
-            try:
-                self.proc.stdin.close()  # type: ignore[union-attr]
-                self.proc.wait(timeout=10)
-            except (OSError, subprocess.TimeoutExpired):
-                self.proc.kill()
-                self.proc.wait(timeout=5)
-        for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
-            if stream is not None and not stream.closed:
-                stream.close()
 
 
 def cuda_worker(ctx: Context) -> CudaWorker:

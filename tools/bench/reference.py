@@ -15,37 +15,29 @@ from __future__ import annotations
 import ctypes
 import json
 import os
-import select
-import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 from tools.bench import BenchError
+from tools.bench.worker import JSONLineWorker
 
 BLAS_THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS",
                     "VECLIB_MAXIMUM_THREADS")
-ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 60.0  # importing numpy on a busy machine
 REQUEST_TIMEOUT_S = 120.0  # one round is at most a few 1024x1024 matmuls: seconds, even single-threaded
 
 
-class NumpyWorker:
+class NumpyWorker(JSONLineWorker):
     """A numpy subprocess whose BLAS runs one thread; `run(op, **args)` times one round of op in it."""
 
     def __init__(self, start_timeout: float = START_TIMEOUT_S, request_timeout: float = REQUEST_TIMEOUT_S):
         env = dict(os.environ, **{v: "1" for v in BLAS_THREAD_VARS})
-        self.request_timeout = request_timeout
-        self._buf = b""
-        self.proc = subprocess.Popen([sys.executable, "-c", "from tools.bench.reference import serve; serve()"],
-                                     cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE)
-        ready = self._read(start_timeout, "start")
-        if "ready" not in ready:
+        super().__init__("numpy", "tools.bench.reference", start_timeout, request_timeout, env)
+        if "ready" not in self.first:
             self.close()
-            raise BenchError(f"the numpy worker answered {ready!r} instead of its ready line")
-        self.ready: dict[str, Any] = ready["ready"]
+            raise BenchError(f"the numpy worker answered {self.first!r} instead of its ready line")
+        self.ready: dict[str, Any] = self.first["ready"]
 
     @property
     def describe(self) -> str:
@@ -55,56 +47,11 @@ class NumpyWorker:
 
     def run(self, op: str, **args: Any) -> tuple[int, float]:
         """One timed round in the worker: (ops, seconds spent on them there)."""
-        if self.proc.poll() is not None:
-            raise BenchError(f"the numpy worker exited with status {self.proc.returncode}; {self._stderr()}")
-        self.proc.stdin.write((json.dumps({"op": op, **args}) + "\n").encode())  # type: ignore[union-attr]
-        self.proc.stdin.flush()  # type: ignore[union-attr]
-        reply = self._read(self.request_timeout, f"{op} {args}")
-        if "error" in reply:
-            raise BenchError(f"the numpy worker failed on {op} {args}: {reply['error']}")
+        reply = self.request(op, **args)
         return int(reply["ops"]), float(reply["seconds"])
 
-    def _read(self, timeout: float, what: str) -> dict[str, Any]:
-        """The worker's next line as JSON, waiting at most timeout seconds."""
-        deadline = time.monotonic() + timeout
-        fd = self.proc.stdout.fileno()  # type: ignore[union-attr]
-        while b"\n" not in self._buf:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                self.close()
-                raise BenchError(f"the numpy worker gave no answer to {what} within {timeout:g} s; it was stopped")
-            ready, _, _ = select.select([fd], [], [], left)
-            if ready:
-                chunk = os.read(fd, 65536)
-                if not chunk:
-                    self.proc.wait(timeout=5)
-                    raise BenchError(f"the numpy worker exited (status {self.proc.returncode}) during {what}; "
-                                     f"{self._stderr()}")
-                self._buf += chunk
-        line, self._buf = self._buf.split(b"\n", 1)
-        try:
-            return json.loads(line)
-        except ValueError:
-            raise BenchError(f"the numpy worker wrote {line[:200]!r}, not a JSON line") from None
-
-    def _stderr(self) -> str:
-        if self.proc.stderr is None or self.proc.poll() is None:
-            return "no error output"
-        text = self.proc.stderr.read().decode(errors="replace")[-2000:]
-        return f"its error output: {text}" if text else "no error output"
-
-    def close(self) -> None:
-        """Ask the worker to exit (closing its stdin), killing it if it does not within 5 s."""
-        if self.proc.poll() is None:
-            try:
-                self.proc.stdin.close()  # type: ignore[union-attr]
-                self.proc.wait(timeout=5)
-            except (OSError, subprocess.TimeoutExpired):
-                self.proc.kill()
-                self.proc.wait(timeout=5)
-        for stream in (self.proc.stdout, self.proc.stderr):
-            if stream is not None:
-                stream.close()
+    def close(self, wait: float = 5.0) -> None:
+        super().close(wait)
 
 
 def blas_threads() -> tuple[str, int | None]:
