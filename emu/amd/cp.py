@@ -426,6 +426,12 @@ class CommandProcessor:
         self.queues: dict[int, Queue] = {}  # replaced, never changed in place (threads iterate it)
         self.programs: dict[int, Any] = {}  # code object base -> host function
         self.counters: dict[str, int] = {}
+        if kick_fd is not None and kick_fd >= 1024:
+            # select() takes fds below FD_SETSIZE (1024) only, and it is kept for its microsecond timeouts (poll's are
+            # milliseconds): the inherited number can be high when the driver's process has many files open.
+            low = os.dup(kick_fd)
+            os.close(kick_fd)
+            kick_fd = low
         self.kick_fd = kick_fd
         self.hazard = hazard
         self.host_kernels = host_kernels  # the fast mode: run the host build a code object carries, not its ISA

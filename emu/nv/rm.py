@@ -19,6 +19,7 @@ import mmap as _mmap
 import re
 import select
 import threading
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -180,6 +181,21 @@ class RMGpu:
         return f"GPU-{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
+def _call(ref: Callable[[], Any], method: str, *args: Any) -> None:
+    """Call `method` of the machine `ref` points at, unless it is gone (a GPU thread finishing late)."""
+    nv = ref()
+    if nv is not None:
+        getattr(nv, method)(*args)
+
+
+def _release(rgpus: list[Any], sysmem: Any) -> None:
+    """Stop every GPU's engines and release the pools: EmulatedNV.close, or its finalizer."""
+    for r in rgpus:
+        r.gpu.close()
+        r.vram.close()
+    sysmem.close()
+
+
 class EmulatedNV:
     """The emulated NVIDIA kernel side shared by every open file: GPUs, RM clients and objects, OS events, UVM.
 
@@ -213,18 +229,27 @@ class EmulatedNV:
         for i, t in enumerate(targets):
             g = factory(i, t, hazard=hazard, host_kernels=host_kernels)
             self.rgpus.append(RMGpu(i, t, g, vram_limit))
+        # The GPUs' threads reach RM only through a weak reference: a machine nobody uses any more is collected, and
+        # its finalizer stops those threads and releases the pools (tests make hundreds of machines).
+        me = weakref.ref(self)
         for r in self.rgpus:
-            r.gpu.on_nonstall = lambda token, r=r: self.on_nonstall(r.index, token)
-            r.gpu.on_error = lambda token, code, info, r=r: self.on_error(r.index, token, code, info)
+            r.gpu.on_nonstall = lambda token, r=r: _call(me, "on_nonstall", r.index, token)
+            r.gpu.on_error = lambda token, code, info, r=r: _call(me, "on_error", r.index, token, code, info)
         self.sysmem = Pool("sysmem", sysmem_limit)
+        self._release = weakref.finalize(self, _release, list(self.rgpus), self.sysmem)
         self.clients: dict[int, RmClient] = {}
         self.os_events: list[OsEvent] = []
         self.channels: dict[tuple[int, int], ChannelInfo] = {}  # (gpu index, token) -> channel
         self._client_handles = itertools.count(CLIENT_HANDLE_BASE)
         self._object_handles = itertools.count(OBJECT_HANDLE_BASE)
         self._chids = itertools.count(1)
-        self.system: EmulatedSystem | None = None
+        self._system: Callable[[], EmulatedSystem | None] = lambda: None  # a weak reference once installed
         self.closed = False
+
+    @property
+    def system(self) -> EmulatedSystem | None:
+        """The EmulatedSystem this is installed on (None before install, or once it is gone)."""
+        return self._system()
 
     @property
     def gpus(self) -> list[Any]:
@@ -235,7 +260,7 @@ class EmulatedNV:
     def install(self, system: EmulatedSystem) -> None:
         """Register /dev/nvidiactl, /dev/nvidiaN, /dev/nvidia-uvm, the driver's version files and the PCI sysfs."""
         from emu.nv.uvm import UVMFile
-        self.system = system
+        self._system = weakref.ref(system)  # the system holds this machine; this must not hold the system
         system.add_node("/dev/nvidiactl", lambda flags: NVFile(self, None))
         for r in self.rgpus:
             system.add_node(f"/dev/nvidia{r.minor}", lambda flags, r=r: NVFile(self, r))
@@ -256,19 +281,15 @@ class EmulatedNV:
 
     def close(self) -> None:
         """Stop every GPU's engines and release the pools (what unloading the module does)."""
-        if self.closed:
-            return
         self.closed = True
-        for r in self.rgpus:
-            r.gpu.close()
-            r.vram.close()
-        self.sysmem.close()
+        self._release()
 
     def file_of(self, fd: int) -> NodeHandler | None:
         """The emulated file behind a file descriptor the driver passed in a struct (None: not an open fd)."""
-        if self.system is None:
+        system = self.system
+        if system is None:
             return None
-        return self.system._fds.get(fd)
+        return system._fds.get(fd)
 
     # --- fault injection (tests) ---
     def stall(self, gpu_index: int, engine: str, on: bool = True) -> None:

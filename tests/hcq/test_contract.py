@@ -100,11 +100,19 @@ def inject_hang(dev) -> None:
         dev.system.kfd.stall(dev.compute_ring.queue_id)
 
 
+def close_device(dev) -> None:
+    """Close the device, and the private emulated NVIDIA machine it was opened on (its engine threads and pools)."""
+    dev.close()
+    nv = getattr(getattr(dev, "system", None), "nv", None)
+    if nv is not None and getattr(dev.system, "emulated", False):
+        nv.close()
+
+
 @pytest.fixture(params=PARAMS)
 def device(request):
     dev = DEVICES[request.param]()
     yield dev
-    dev.close()
+    close_device(dev)
 
 
 class AddOne:
@@ -356,7 +364,7 @@ def test_allocator_exhaustion_and_recovery(name):
         big = dev.alloc(1 << 21, MemFlags.DEVICE_LOCAL)
         assert big.size == 1 << 21
     finally:
-        dev.close()
+        close_device(dev)
 
 
 def test_injected_hang_gives_a_hang_report_then_recovers(device):

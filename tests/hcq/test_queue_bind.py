@@ -11,14 +11,14 @@ import pytest
 from drivers.cpu.commands import Op, decode
 from drivers.cpu.queue import CPUQueue
 from hcq.queue import QueueBuildError, Var
-from tests.hcq.test_contract import DEVICES, compile_for, host_buf
+from tests.hcq.test_contract import DEVICES, close_device, compile_for, host_buf
 
 
 @pytest.fixture(params=sorted(DEVICES))
 def device(request):
     dev = DEVICES[request.param]()
     yield dev
-    dev.close()
+    close_device(dev)
 
 
 def _copy_kernel():

@@ -43,14 +43,15 @@ class JSONLineWorker:
         """The worker's next line as JSON, waiting at most timeout seconds."""
         deadline = time.monotonic() + timeout
         fd = self.proc.stdout.fileno()  # type: ignore[union-attr]
+        poller = select.poll()  # not select(): the fd may be numbered past FD_SETSIZE (1024)
+        poller.register(fd, select.POLLIN)
         while b"\n" not in self._buf:
             left = deadline - time.monotonic()
             if left <= 0:
                 self.close()
                 raise BenchError(f"the {self.label} worker gave no answer to {what} within {timeout:g} s; it was "
                                  "stopped")
-            ready, _, _ = select.select([fd], [], [], left)
-            if ready:
+            if poller.poll(left * 1000):
                 chunk = os.read(fd, 65536)
                 if not chunk:
                     self.proc.wait(timeout=5)
