@@ -64,24 +64,8 @@ def test_worker_parameter_blocks_put_each_value_at_its_offset():
     assert state.blob([]) == b""
 
 
-def test_without_the_driver_each_bench_fails_with_the_reason(capsys):
-    why = bench_nv.nv_missing()
-    if why is None:
-        pytest.skip("the NV driver and the emulated NV GPU exist: the end-to-end test covers the suite")
-    assert main(["--only", "nv.launch", "--quick", "--json"]) == 1
-    doc = json.loads(capsys.readouterr().out)
-    assert doc["rows"] == [] and len(doc["failed"]) == 1 and why in doc["failed"][0]
-
-
-def test_suite_runs_end_to_end_on_the_emulated_nv_gpu(capsys, monkeypatch):
-    why = bench_nv.nv_missing()
-    if why:
-        pytest.skip(why)
+def test_suite_runs_end_to_end_on_the_emulated_nv_gpu(capsys, monkeypatch, ptxas):
     monkeypatch.setenv("BAREGPU_EMULATE", "nv")  # never the real card from a test
-    try:
-        bench_nv.NV().close()
-    except Exception as e:  # bring-up is the contract suite's to test; this test is about the bench
-        pytest.skip(f"the emulated NV device does not open yet: {type(e).__name__}: {e}")
     status = main(["--only", "nv", "--quick", "--json"])
     doc = json.loads(capsys.readouterr().out)
     assert status == 0 and doc["failed"] == [], doc["failed"]

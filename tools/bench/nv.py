@@ -28,7 +28,6 @@ select nv.
 """
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import struct
@@ -54,20 +53,6 @@ WORKER_REQUEST_S = 300.0  # one round is at most a few 2048 matmuls or 64 MiB co
 
 
 # --- our side: the device ---
-def nv_missing() -> str | None:
-    """Why the nv suite cannot run our side here (the NV driver or the emulated NV GPU not built), or None."""
-    try:
-        importlib.import_module("drivers.nv.device")
-    except ImportError as e:
-        return f"the NV driver is not built yet (drivers/nv/device.py: {e})"
-    if not _real_card():
-        try:
-            importlib.import_module("emu.nv.rm")
-        except ImportError as e:
-            return f"no NVIDIA GPU here and the emulated NV GPU is not built yet (emu/nv/rm.py: {e})"
-    return None
-
-
 def _real_card() -> bool:
     """Whether to use the real card: /dev/nvidiactl exists and BAREGPU_EMULATE does not select nv."""
     from drivers.emulation import emulated_vendors
@@ -78,9 +63,6 @@ class NV:
     """Our NV device for one benchmark: the device, whether it is emulated, and a label for row names."""
 
     def __init__(self) -> None:
-        why = nv_missing()
-        if why:
-            raise BenchError(why)
         if _real_card():
             from drivers.registry import open_device
             self.dev, self.emulated = open_device("NV"), False
