@@ -24,6 +24,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
+import numpy as np
+
 from autogen import nv_classes as C
 from compiler.toolchain import store_fence
 from drivers.nv import methods as m
@@ -306,21 +308,45 @@ class NVComputeQueue(_HostMethods):
         super()._write_values(streams, values)
         if not self._fields:
             return
+        if self._field_plan_len != len(self._fields):
+            self._field_plan = self._plan_fields()
+            self._field_plan_len = len(self._fields)
         words = streams["qmd"]
+        view = None
+        for name, offset, shift, truncate, width, at, where in self._field_plan:
+            v = (values[name] + offset) >> shift  # once per distinct field, however many QMDs carry it
+            if truncate:
+                v &= (1 << width) - 1
+            elif not 0 <= v < 1 << width:
+                raise QueueBuildError(f"{name}={v:#x} does not fit the {width}-bit QMD field it patches")
+            if isinstance(where, np.ndarray):  # a field inside one word, in many QMDs: one masked numpy store
+                if view is None:
+                    view = np.frombuffer(words, np.uint32)  # dropped at the end: an exported array cannot grow
+                mask = ((1 << width) - 1) << at
+                view[where] = (view[where] & np.uint32(~mask & U32)) | np.uint32(v << at)
+                continue
+            for first, last in where:
+                cur = 0
+                for k in range(first, last + 1):
+                    cur |= words[k] << (32 * (k - first))
+                cur = (cur & ~(((1 << width) - 1) << at)) | (v << at)
+                for k in range(first, last + 1):
+                    words[k] = (cur >> (32 * (k - first))) & U32
+        del view
+
+    _field_plan_len = 0
+    _field_plan: list = []
+
+    def _plan_fields(self) -> list:
+        """The field patches grouped by what they write and where in a word: fields inside one word (most QMD fields)
+        become one numpy index array per group; fields across words keep their (first, last) word spans."""
+        groups: dict[tuple, list] = {}
         for p in self._fields:
-            v = (values[p.var.name] + p.var.offset) >> p.shift
-            if p.truncate:
-                v &= (1 << p.width) - 1
-            elif not 0 <= v < 1 << p.width:
-                raise QueueBuildError(f"{p.var.name}={v:#x} does not fit the {p.width}-bit QMD field it patches")
             first, last = p.bit // 32, (p.bit + p.width - 1) // 32
-            cur = 0
-            for k in range(first, last + 1):
-                cur |= words[k] << (32 * (k - first))
-            at = p.bit - 32 * first
-            cur = (cur & ~(((1 << p.width) - 1) << at)) | (v << at)
-            for k in range(first, last + 1):
-                words[k] = (cur >> (32 * (k - first))) & U32
+            key = (p.var.name, p.var.offset, p.shift, p.truncate, p.width, p.bit - 32 * first, first == last)
+            groups.setdefault(key, []).append((first, last))
+        return [(*key[:6], np.array([f for f, _ in spans], np.intp) if key[6] else spans)
+                for key, spans in groups.items()]
 
     def bind(self, values: dict[str, int]) -> "NVComputeQueue":
         q = super().bind(values)

@@ -247,3 +247,22 @@ def test_local_memory_is_requested_from_the_device_and_encoded_before_the_launch
     q = NVComputeQueue(dev).exec(prog, 0x40_0000_0000, (1, 1, 1), (32, 1, 1))
     names = [x.name for x in m.decode(list(q.cmd), {m.SUBCH_COMPUTE: C.HOPPER_COMPUTE_A})]
     assert names[:2] == ["SET_SHADER_LOCAL_MEMORY_A", "SET_SHADER_LOCAL_MEMORY_B"] and names[-2] == "SEND_PCAS_A"
+
+
+@pytest.mark.parametrize("sm", sorted(SM))
+def test_a_var_in_many_qmds_is_patched_in_every_one_and_nothing_else(built, sm):
+    """Replays patch a field carried by many launches with one masked store per field (queue._plan_fields): every
+    QMD gets the new grid and argument address, and the fields around them stay as encoded."""
+    ck, dev = built[sm], FakeDevice(sm)
+    version = SM[sm][0]
+    prog = NVProgram(dev, ck.cubin, ck.name, compiled=ck)
+    n = 40
+    q = NVComputeQueue(dev)
+    for i in range(n):
+        q.exec(prog, Var("args") + 0x100 * i, (Var("gx"), i + 1, 1), (32, 1, 1))
+    for args, gx in ((0x40_0000_1000, 3), (0x7F_FFFF_0000, 0xFFFF_FFFF)):
+        q.apply({"args": args, "gx": gx})
+        for i in range(n):
+            d = launched_qmd(q, version, i)
+            assert d["grid"] == (gx, i + 1, 1) and d["cbuf0_address"] == args + 0x100 * i
+            assert d["program_address"] == prog.code_va and d["cbuf0_size"] == prog.cbank0_size
