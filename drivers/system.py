@@ -105,6 +105,14 @@ class System(ABC):
         """Create an eventfd (close-on-exec) and return it."""
 
     @abstractmethod
+    def pread(self, fd: int, size: int, offset: int) -> bytes:
+        """Read up to size bytes at offset without moving the file position (PCI config space, VFIO regions)."""
+
+    @abstractmethod
+    def pwrite(self, fd: int, data: bytes, offset: int) -> int:
+        """Write data at offset without moving the file position; return the bytes written."""
+
+    @abstractmethod
     def poll(self, fd: int, events: int, timeout_ms: int) -> int:
         """Wait up to timeout_ms for `events` (select.POLLIN, POLLPRI, ...) on fd; return the events that occurred
         (0 on timeout). A driver sleeping on a device's event fd uses it (the NVIDIA OS event)."""
@@ -237,6 +245,18 @@ class LinuxSystem(System):
         if fd < 0:
             raise self._fail("eventfd")
         return fd
+
+    def pread(self, fd: int, size: int, offset: int) -> bytes:
+        try:
+            return os.pread(fd, size, offset)
+        except OSError as e:
+            raise OSCallError(e.errno, f"pread of {size} bytes at {offset:#x} failed: {e.strerror}") from None
+
+    def pwrite(self, fd: int, data: bytes, offset: int) -> int:
+        try:
+            return os.pwrite(fd, data, offset)
+        except OSError as e:
+            raise OSCallError(e.errno, f"pwrite of {len(data)} bytes at {offset:#x} failed: {e.strerror}") from None
 
     def poll(self, fd: int, events: int, timeout_ms: int) -> int:
         import select

@@ -10,6 +10,8 @@ import ctypes
 import errno
 import os
 import posixpath
+import select
+import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -37,6 +39,14 @@ class NodeHandler:
     def write(self, data: bytes) -> int:
         raise OSCallError(errno.EINVAL, "this emulated device cannot be written")
 
+    def pread(self, size: int, offset: int) -> bytes:
+        """Read up to size bytes at offset without moving a file position (config space, a VFIO region)."""
+        raise OSCallError(errno.ESPIPE, "this emulated device cannot be read at an offset")
+
+    def pwrite(self, data: bytes, offset: int) -> int:
+        """Write data at offset without moving a file position; return the bytes written."""
+        raise OSCallError(errno.ESPIPE, "this emulated device cannot be written at an offset")
+
     def poll(self, events: int, timeout_s: float) -> int:
         """The events of `events` pending on this file, after waiting up to timeout_s for one (0: none came)."""
         raise OSCallError(errno.EINVAL, "this emulated device cannot be polled")
@@ -46,20 +56,38 @@ class NodeHandler:
 
 
 class EventFd(NodeHandler):
-    """eventfd semantics: writes add to a counter, a read returns and clears it (EAGAIN when zero)."""
+    """eventfd semantics: writes add to a counter, a read returns and clears it (EAGAIN when zero); poll says POLLIN
+    while the counter is non-zero, waiting (bounded) for a write from another thread (an emulated device's)."""
 
     def __init__(self, initval: int):
         self.counter = initval
+        self._cv = threading.Condition()
 
     def read(self, size: int) -> bytes:
-        if self.counter == 0:
-            raise OSCallError(errno.EAGAIN, "eventfd counter is zero")
-        value, self.counter = self.counter, 0
+        with self._cv:
+            if self.counter == 0:
+                raise OSCallError(errno.EAGAIN, "eventfd counter is zero")
+            value, self.counter = self.counter, 0
         return value.to_bytes(8, "little")
 
     def write(self, data: bytes) -> int:
-        self.counter += int.from_bytes(data[:8], "little")
+        with self._cv:
+            self.counter += int.from_bytes(data[:8], "little")
+            self._cv.notify_all()
         return 8
+
+    def poll(self, events: int, timeout_s: float) -> int:
+        with self._cv:
+            self._cv.wait_for(lambda: self.counter != 0, timeout_s)
+            return select.POLLIN & events if self.counter else 0
+
+
+@dataclass
+class Attribute:
+    """A sysfs attribute whose content is computed when read (show) and acted on when written (store), as the
+    kernel's device attributes are; a missing store makes writes fail with EACCES (kernfs_fop_open)."""
+    show: Callable[[], bytes] | None = None
+    store: Callable[[bytes], None] | None = None
 
 
 @dataclass
@@ -85,6 +113,7 @@ class EmulatedSystem(System):
         self.files: dict[str, bytes] = {}
         self.links: dict[str, str] = {}
         self.nodes: dict[str, Callable[[int], NodeHandler]] = {}
+        self.attributes: dict[str, Attribute] = {}
         self.calls: list[Call] = []
         self._fds: dict[int, NodeHandler] = {}
         self._next_fd = 1000
@@ -102,6 +131,19 @@ class EmulatedSystem(System):
     def add_node(self, path: str, opener: Callable[[int], NodeHandler]) -> None:
         """Register a device node; opener(flags) returns the handler for one open file."""
         self.nodes[posixpath.normpath(path)] = opener
+
+    def add_attribute(self, path: str, show: Callable[[], bytes] | None = None,
+                      store: Callable[[bytes], None] | None = None) -> None:
+        """Register a live sysfs attribute: read_file calls show(), write_file calls store(data)."""
+        self.attributes[posixpath.normpath(path)] = Attribute(show, store)
+
+    def install_handler(self, handler: NodeHandler) -> int:
+        """Give an already-made handler an fd (a device fd an ioctl returns, as VFIO_GROUP_GET_DEVICE_FD does)."""
+        return self._install(handler)
+
+    def handler_of(self, fd: int) -> NodeHandler:
+        """The handler behind an fd of this system (an emulated kernel resolving an fd passed in an ioctl)."""
+        return self._handler(fd)
 
     def calls_named(self, name: str) -> list[Call]:
         return [c for c in self.calls if c.name == name]
@@ -147,6 +189,14 @@ class EmulatedSystem(System):
     def write(self, fd: int, data: bytes) -> int:
         return self._record("write", (fd, bytes(data)), lambda: self._handler(fd).write(data))
 
+    def pread(self, fd: int, size: int, offset: int) -> bytes:
+        """pread(2) on an emulated node."""
+        return self._record("pread", (fd, size, offset), lambda: self._handler(fd).pread(size, offset))
+
+    def pwrite(self, fd: int, data: bytes, offset: int) -> int:
+        """pwrite(2) on an emulated node."""
+        return self._record("pwrite", (fd, bytes(data), offset), lambda: self._handler(fd).pwrite(bytes(data), offset))
+
     def ioctl(self, fd: int, request: int, arg: IoctlArg = None) -> int:
         return self._record("ioctl", (fd, request, arg), lambda: self._handler(fd).ioctl(request, arg))
 
@@ -185,11 +235,24 @@ class EmulatedSystem(System):
         for _ in range(16):  # follow links in any path component, bounded against loops
             if p in self.files:
                 return self.files[p]
+            if p in self.attributes:
+                attr = self.attributes[p]
+                if attr.show is None:
+                    raise OSCallError(errno.EACCES, f"{path}: emulated attribute is write-only")
+                return attr.show()
             resolved = self._resolve(p)
             if resolved == p:
                 break
             p = resolved
         raise OSCallError(errno.ENOENT, f"{path}: no such emulated file")
+
+    def _resolve_fully(self, p: str) -> str:
+        for _ in range(16):  # bounded against link loops
+            resolved = self._resolve(p)
+            if resolved == p:
+                break
+            p = resolved
+        return p
 
     def _resolve(self, p: str) -> str:
         parts = p.split("/")
@@ -206,6 +269,14 @@ class EmulatedSystem(System):
     def write_file(self, path: str, data: bytes) -> None:
         def do() -> None:
             p = posixpath.normpath(path)
+            if p not in self.files and p not in self.attributes:
+                p = self._resolve_fully(p)  # writing through a link (.../devices/<bdf>/driver/unbind)
+            if p in self.attributes:
+                attr = self.attributes[p]
+                if attr.store is None:
+                    raise OSCallError(errno.EACCES, f"{path}: emulated attribute is read-only")
+                attr.store(bytes(data))
+                return
             if p not in self.files:
                 raise OSCallError(errno.ENOENT, f"{path}: no such emulated file")
             self.files[p] = bytes(data)
@@ -215,7 +286,7 @@ class EmulatedSystem(System):
         def do() -> list[str]:
             p = self._resolve(posixpath.normpath(path))
             prefix = p.rstrip("/") + "/"
-            names = {k[len(prefix):].split("/")[0] for k in (*self.files, *self.links, *self.nodes) if k.startswith(prefix)}
+            names = {k[len(prefix):].split("/")[0] for k in (*self.files, *self.links, *self.nodes, *self.attributes) if k.startswith(prefix)}
             if not names:
                 raise FileNotFoundError(errno.ENOENT, f"{path}: no such emulated directory")
             return sorted(names)
@@ -225,7 +296,7 @@ class EmulatedSystem(System):
         def do() -> bool:
             p = self._resolve(posixpath.normpath(path))
             prefix = p.rstrip("/") + "/"
-            everything = (*self.files, *self.links, *self.nodes)
+            everything = (*self.files, *self.links, *self.nodes, *self.attributes)
             return p in everything or any(k.startswith(prefix) for k in everything)
         return self._record("exists", (path,), do)
 
