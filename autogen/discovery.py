@@ -186,6 +186,8 @@ struct_ip_v4._fields_ = [
     ('major', ctypes.c_ubyte),
     ('minor', ctypes.c_ubyte),
     ('revision', ctypes.c_ubyte),
+    ('sub_revision', ctypes.c_ubyte, 4),
+    ('variant', ctypes.c_ubyte, 4),
     ('__packed', union_ip_v4___packed),
 ]
 

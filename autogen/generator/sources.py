@@ -109,9 +109,11 @@ TARGETS = {t.module: t for t in (
            include=((LINUX, AMDGPU),) + LIBC, shim=True, defines=("__printf(a,b)=",),
            type_filter=r"(firmware_header|_fw_|fw_bin_desc|gpu_info_firmware|pptable_entry|ucode_id|fw_type|"
                        r"ucode_status|firmware_load_type|psp_fw)"),
+    # ip_v4's sub_revision/variant byte exists only under LITTLEENDIAN_CPU, which the kernel build defines for x86
+    # (drivers/gpu/drm/amd/display/dc/os_types.h); without it the struct is a byte short of the table's layout.
     Target("discovery", LINUX, (f"{AMD_INC}/discovery.h",),
            "IP discovery table: binary header, IP dies and blocks, GC and harvest info.",
-           include=LIBC, shim=True),
+           include=LIBC, shim=True, defines=("LITTLEENDIAN_CPU=1",)),
     Target("mqd_v11", LINUX, (f"{AMD_INC}/v11_structs.h",),
            "Memory queue descriptors for gfx11 compute and SDMA queues.", include=LIBC, shim=True),
     Target("mqd_v12", LINUX, (f"{AMD_INC}/v12_structs.h",),
