@@ -74,7 +74,8 @@ class PCIBus:
         self.drivers: dict[str, set[tuple[int, int]]] = {}
         self.on_bind: list[Callable[[SysfsDevice], None]] = []
         self.on_unbind: list[Callable[[SysfsDevice], None]] = []
-        self._next_addr = 0x80_0000_0000  # where the emulated firmware places BARs (above 512 GiB, like a big GPU)
+        self._next_addr = 0x80_0000_0000  # where the emulated firmware places 64-bit BARs (above 512 GiB)
+        self._next_addr32 = 0xC000_0000  # and 32-bit ones: below 4 GiB, which is all their register holds
         system.add_attribute("/sys/bus/pci/rescan", store=self._rescan)
 
     def group_devices(self, group: int) -> list[SysfsDevice]:
@@ -91,8 +92,15 @@ class PCIBus:
         self.system.add_attribute(f"{base}/unbind", store=lambda d, n=name: self._unbind_store(n, d))
         self.system.add_attribute(f"{base}/new_id", store=lambda d, n=name: self._new_id_store(n, d))
 
-    def assign_address(self, size: int) -> int:
-        """A bus address for a BAR of `size` bytes, naturally aligned (pci_assign_unassigned_bus_resources)."""
+    def assign_address(self, size: int, is_64bit: bool = True) -> int:
+        """A bus address for a BAR of `size` bytes, naturally aligned (pci_assign_unassigned_bus_resources); a 32-bit
+        BAR gets one below 4 GiB."""
+        if not is_64bit:
+            addr = (self._next_addr32 + size - 1) & ~(size - 1)
+            if addr + size > 1 << 32:
+                raise ValueError(f"no room below 4 GiB for a 32-bit BAR of {size:#x} bytes")
+            self._next_addr32 = addr + size
+            return addr
         addr = (self._next_addr + size - 1) & ~(size - 1)
         self._next_addr = addr + size
         return addr
@@ -190,7 +198,7 @@ def install_pci_function(system: EmulatedSystem, function: PCIFunction, bdf: str
 
 def _assign_bar(dev: SysfsDevice, index: int) -> None:
     f = dev.function
-    addr = dev.bus.assign_address(f.bar_size(index))
+    addr = dev.bus.assign_address(f.bar_size(index), f.bar_spec(index).is_64bit)
     off = R.PCI_BASE_ADDRESS_0 + 4 * index
     cmd = f.config_read(R.PCI_COMMAND, 2)
     f.config_write(off, addr & 0xFFFFFFFF)
