@@ -228,12 +228,22 @@ class AMGPU:
 
 def install_am_gpu(system: EmulatedSystem, target: str = "gfx1100", bdf: str = DEFAULT_BDF,
                    driver: Optional[str] = None, iommu_group: Optional[int] = None, vram_size: int = DEFAULT_VRAM,
-                   **card_options: Any) -> AMGPU:
+                   firmware: Any = None, blocks: bool = False, **card_options: Any) -> AMGPU:
     """Make an emulated AMD GPU for `target` and put it on `system`'s emulated PCI bus at `bdf` (sysfs files; bound
     to `driver` if given, e.g. "vfio-pci" once install_vfio ran; in `iommu_group`). card_options go to AMGPU
-    (bar0_size, boot_delay_s, flr, discovery_options). Returns the card; `card.sysfs` is its bus entry."""
+    (bar0_size, boot_delay_s, flr, discovery_options). With `blocks` the modelled IP blocks are attached: the GMC's
+    hubs, the SMU, and the PSP, which trusts the firmware images in `firmware` (a directory or {name: bytes}, the
+    images the driver will load; without them every bootloader stage fails, saying so). Returns the card;
+    `card.sysfs` is its bus entry."""
     card = AMGPU(target, vram_size=vram_size, **card_options)
     try:
+        if blocks:
+            from emu.am.gmc import attach_gmc
+            from emu.am.psp import attach_psp
+            from emu.am.smu import attach_smu
+            attach_gmc(card)  # first: the PSP and SMU find VRAM through its FB window
+            attach_smu(card)
+            attach_psp(card, firmware=firmware)
         card.sysfs = install_pci_function(system, card.function, bdf, driver=driver, iommu_group=iommu_group)
     except BaseException:
         card.close()
