@@ -56,7 +56,7 @@ def test_asking_for_an_amd_gpu_without_one_says_how_to_emulate(tmp_path):
 
 def test_every_variable_the_code_reads_is_in_the_environment_table():
     read = set()
-    for folder in ("hcq", "drivers", "emu", "tensor", "compiler", "tools", "autogen"):
+    for folder in ("hcq", "drivers", "emu", "tensor", "compiler", "tools", "autogen", "firmware"):
         for path in (ROOT / folder).rglob("*.py"):
             read |= set(re.findall(r"\"(BAREGPU_[A-Z_]+)\"", path.read_text()))
     table = set(re.findall(r"^\| `(BAREGPU_[A-Z_]+)` \|", README, re.M))
