@@ -13,6 +13,11 @@ RegisterError naming the module to generate; `RegisterFile.use_module` lets a ca
 Every access is a method of the BarMapping, and the list forms (`read_regs`, `write_regs`) go out as one
 `read_many`/`write_many`, so a batching backend (the USB bridge) pays one round trip per list. A read of 0xffffffff
 is checked against the device (`gone_check`): a GPU that fell off the bus raises instead of returning garbage.
+
+Registers past the end of the register BAR, and SMN addresses, are reached through the NBIO's RSMU index/data pair
+(`smn_read`/`smn_write`), as amdgpu_device_rreg/wreg hand them to pcie_rreg/pcie_wreg (amdgpu_device_indirect_rreg:
+write the byte address to BIF_BX_PF0_RSMU_INDEX, read it back to post it, then BIF_BX_PF0_RSMU_DATA). `read`/`write`
+do that by themselves for a register whose address is past the BAR, so every block reaches such registers the same way.
 """
 from __future__ import annotations
 
@@ -177,6 +182,8 @@ class RegisterFile:
         self._modules: dict[tuple[str, int], ModuleType] = {}
         self._block_modules: dict[str, ModuleType] = {}
         self._index_lock = threading.Lock()  # amdgpu's mmio_idx_lock: MM_INDEX and MM_DATA go together
+        self._smn_lock = threading.RLock()  # amdgpu's pcie_idx_lock: RSMU_INDEX and RSMU_DATA go together
+        self._smn_pair: Optional[tuple[Reg, Reg]] = None
         self._regs: dict[tuple[str, str, int], Reg] = {}
 
     # --- naming ---
@@ -188,6 +195,8 @@ class RegisterFile:
         else:
             self._modules[(block.upper(), instance)] = module
         self._regs = {k: r for k, r in self._regs.items() if k[0] != block.upper()}
+        if block.upper() == "NBIF":
+            self._smn_pair = None  # placed again from the new module
 
     def module(self, block: str, instance: int = 0) -> ModuleType:
         """The generated module holding `block`'s registers at the version discovery reports."""
@@ -244,6 +253,58 @@ class RegisterFile:
         return self.reg(block, ref, instance)
 
     # --- access ---
+    @property
+    def bar_size(self) -> int:
+        """The register BAR's size in bytes (0 when the mapping does not say: then every address is taken as inside)."""
+        return getattr(self.mmio, "size", 0) or 0
+
+    def past_bar(self, r: Reg) -> bool:
+        """Whether `r` lies past the register BAR (amdgpu_device_rreg: `reg * 4 >= adev->rmmio_size`)."""
+        size = self.bar_size
+        return bool(size) and r.address + 4 > size
+
+    def smn_pair(self) -> tuple[Reg, Reg]:
+        """BIF_BX_PF0_RSMU_INDEX and BIF_BX_PF0_RSMU_DATA (nbio_v4_3.c / nbif_v6_3_1.c get_pcie_index_offset and
+        get_pcie_data_offset), placed through the NBIF block of the discovery table."""
+        if self._smn_pair is None:
+            try:
+                pair = (self.reg("NBIF", "BIF_BX_PF0_RSMU_INDEX"), self.reg("NBIF", "BIF_BX_PF0_RSMU_DATA"))
+            except RegisterError as e:
+                raise RegisterError(f"{self.bdf}: SMN access needs the NBIO's RSMU index/data pair: {e}") from None
+            for r in pair:
+                if self.past_bar(r):
+                    raise RegisterError(f"{self.bdf}: {r} lies past the {self.bar_size:#x}-byte register BAR, so "
+                                        f"SMN addresses cannot be reached; check the NBIF bases in the discovery table")
+            self._smn_pair = pair
+        return self._smn_pair
+
+    def smn_read(self, address: int) -> int:
+        """A 32-bit read at SMN (byte) address `address` through RSMU_INDEX/RSMU_DATA (amdgpu_device_indirect_rreg:
+        index, read the index back to post the write, then data), under one lock for the pair."""
+        self._check_smn(address)
+        index, data = self.smn_pair()
+        with self._smn_lock:
+            self.write(index, address)
+            self.read(index)
+            return self.read(data)
+
+    def smn_write(self, address: int, value: int) -> None:
+        """A 32-bit write at SMN (byte) address `address` (amdgpu_device_indirect_wreg: index, read back, data, read
+        back)."""
+        self._check_smn(address)
+        index, data = self.smn_pair()
+        with self._smn_lock:
+            self.write(index, address)
+            self.read(index)
+            self.write(data, value)
+            self.read(data)
+
+    def _check_smn(self, address: int) -> None:
+        # amdgpu_device_indirect_rreg takes a 32-bit address; wider ones need PCIE_INDEX_HI (the _ext variant), which
+        # nbio_v4_3 / nbif_v6_3_1 do not offer
+        if not 0 <= address <= ALL_ONES or address & 3:
+            raise RegisterError(f"{self.bdf}: SMN address {address:#x} is not a dword-aligned 32-bit address")
+
     def _checked(self, regs: Sequence[Reg], values: list[int]) -> list[int]:
         if self.gone_check is not None and ALL_ONES in values:
             self.gone_check()  # raises when the card is gone; otherwise the all-ones values are real
@@ -257,6 +318,8 @@ class RegisterFile:
     def read(self, ref: RegRef, block: Optional[str] = None, instance: int = 0) -> int:
         """Read one register: `read("RCC_CONFIG_MEMSIZE")` (fixed), `read("GRBM_STATUS", "GC")`, or a Reg."""
         r = self._resolve(ref, block, instance)
+        if self.past_bar(r):
+            return self.smn_read(r.address)  # amdgpu_device_rreg: past rmmio_size -> pcie_rreg(reg * 4)
         try:
             value = self.mmio.read32(r.address)
         except PCIError as e:
@@ -266,6 +329,9 @@ class RegisterFile:
     def write(self, ref: RegRef, value: int, block: Optional[str] = None, instance: int = 0) -> None:
         """Write one register (same naming as `read`)."""
         r = self._resolve(ref, block, instance)
+        if self.past_bar(r):
+            self.smn_write(r.address, value & ALL_ONES)  # amdgpu_device_wreg: past rmmio_size -> pcie_wreg
+            return
         try:
             self.mmio.write32(r.address, value & ALL_ONES)
         except PCIError as e:
@@ -281,6 +347,8 @@ class RegisterFile:
     def read_regs(self, regs: Iterable[Reg]) -> list[int]:
         """Several registers in one batch (one BarMapping.read_many)."""
         regs = list(regs)
+        if any(self.past_bar(r) for r in regs):
+            return [self.read(r) for r in regs]  # the indirect ones cannot share a batch
         try:
             values = self.mmio.read_many([r.address for r in regs])
         except PCIError as e:
@@ -290,6 +358,10 @@ class RegisterFile:
     def write_regs(self, writes: Iterable[tuple[Reg, int]]) -> None:
         """Several register writes, in order, in one batch (one BarMapping.write_many)."""
         writes = list(writes)
+        if any(self.past_bar(r) for r, _ in writes):
+            for r, v in writes:
+                self.write(r, v)
+            return
         try:
             self.mmio.write_many([(r.address, v & ALL_ONES) for r, v in writes])
         except PCIError as e:

@@ -21,7 +21,8 @@ DPM levels of the clocks a compute job cares about (GetDpmFreqByIndex, smu_v13_0
 smu_v13_0_0_set_mp1_state).
 
 Registers past the end of the register BAR (MP1's segment 1 on MP1 14.x) and SMN addresses are reached through the
-NBIO's RSMU index/data pair, as amdgpu_device_rreg hands them to pcie_rreg (amdgpu_device_indirect_rreg).
+NBIO's RSMU index/data pair, as amdgpu_device_rreg hands them to pcie_rreg (amdgpu_device_indirect_rreg): the register
+file (drivers/am/regs.py RegisterFile.read/write, smn_read/smn_write) does that for every block.
 """
 from __future__ import annotations
 
@@ -162,53 +163,6 @@ class ClockInfo:
         return self.levels[-1] if self.levels else None
 
 
-class _IndirectIO:
-    """Register access that falls back to the NBIO's RSMU index/data pair for addresses past the register BAR, and
-    SMN reads/writes (amdgpu_device_rreg -> pcie_rreg = amdgpu_device_indirect_rreg: write the index, read it back to
-    post the write, then the data)."""
-
-    def __init__(self, regs: RegisterFile):
-        self.regs = regs
-        self.bar_size = getattr(regs.mmio, "size", 0) or 0
-        self.lock = threading.Lock()  # amdgpu's pcie_idx_lock: index and data go together
-        self._pair: Optional[tuple[Reg, Reg]] = None
-
-    def pair(self) -> tuple[Reg, Reg]:
-        if self._pair is None:
-            # nbio_v4_3.c / nbif_v6_3_1.c get_pcie_index_offset / get_pcie_data_offset
-            self._pair = (self.regs.reg("NBIF", "BIF_BX_PF0_RSMU_INDEX"), self.regs.reg("NBIF", "BIF_BX_PF0_RSMU_DATA"))
-        return self._pair
-
-    def direct(self, r: Reg) -> bool:
-        return not self.bar_size or r.address + 4 <= self.bar_size
-
-    def read(self, r: Reg) -> int:
-        return self.regs.read(r) if self.direct(r) else self.smn_read(r.address)
-
-    def write(self, r: Reg, value: int) -> None:
-        if self.direct(r):
-            self.regs.write(r, value)
-        else:
-            self.smn_write(r.address, value)
-
-    def smn_read(self, address: int) -> int:
-        """A 32-bit read at SMN/byte address `address` through RSMU_INDEX/RSMU_DATA."""
-        index, data = self.pair()
-        with self.lock:
-            self.regs.write(index, address)
-            self.regs.read(index)
-            return self.regs.read(data)
-
-    def smn_write(self, address: int, value: int) -> None:
-        """amdgpu_device_indirect_wreg: index, read back, data, read back."""
-        index, data = self.pair()
-        with self.lock:
-            self.regs.write(index, address)
-            self.regs.read(index)
-            self.regs.write(data, value)
-            self.regs.read(data)
-
-
 class SMU:
     """The SMU (MP1) IP block of an AMDevice, driven as amdgpu's swsmu drives smu_v13_0 / smu_v14_0 dGPUs.
 
@@ -254,7 +208,7 @@ class SMU:
         self.state = "down"  # down -> running -> idle/suspended -> unloaded
         self.hung: Optional[str] = None
         self._first = True
-        self._io: Optional[_IndirectIO] = None
+        self._io: Optional[RegisterFile] = None
         self._msg = self._arg = self._resp = None  # type: Optional[Reg]
         self._lock = threading.Lock()  # smu->message_lock: one message at a time
 
@@ -273,7 +227,7 @@ class SMU:
                            f"driver (it knows {known}: the gfx11 and gfx12 dGPUs); add its ppt facts to "
                            f"drivers/am/smu.py VARIANTS")
         self.variant = variant
-        self._io = _IndirectIO(dev.regs)
+        self._io = dev.regs  # past-BAR registers and SMN go through the RSMU pair there
         # smu_v13_0_0_ppt.c / smu_v13_0.c / smu_v14_0_2_ppt.c set_smu_mailbox_registers
         self._msg = dev.regs.reg("MP1", "MP1_SMN_C2PMSG_66")
         self._arg = dev.regs.reg("MP1", "MP1_SMN_C2PMSG_82")

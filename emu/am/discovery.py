@@ -48,7 +48,9 @@ HW_ID = {
 # sienna_cichlid_ip_offset.h segment bases (dword offsets), INST0 unless the instance is named.
 _GC = (0x00001260, 0x0000A000, 0x0001C000, 0x02402C00)
 _MP = (0x00016000, 0x00DC0000, 0x00E00000, 0x00E40000, 0x0243FC00)  # MP0_BASE and MP1_BASE are the same
-_NBIO = (0x00000000, 0x00000014, 0x00000D20, 0x00010400, 0x0241B000)
+# NBIO has a sixth segment on these parts: nbio_4_3_0_offset.h places RCC_DEV0_EPF2_STRAP2 at BASE_IDX 5; its base is
+# beige_goby_ip_offset.h's NBIO_BASE__INST0_SEG5 (sienna_cichlid's header lists only five).
+_NBIO = (0x00000000, 0x00000014, 0x00000D20, 0x00010400, 0x0241B000, 0x04040000)
 _MMHUB = (0x0001A000, 0x02408800)
 _ATHUB = (0x00000C00, 0x02408C00)
 _HDP = (0x00000F20, 0x0240A400)

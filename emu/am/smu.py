@@ -8,8 +8,8 @@ The mailbox (smu_v13_0_0_ppt.c / smu_v13_0.c and smu_v14_0_2_ppt.c set_smu_mailb
   mmMP1_SMN_C2PMSG_* by hand); mp_14_0_2 the same names at MP1 seg 1 + 0x82/0x92/0x9a. MP1 seg 1 (0xDC0000) lies far
   beyond the 1 MiB register BAR, so on gfx12 amdgpu reaches them through the NBIO index/data pair
   (amdgpu_device_rreg: reg * 4 >= rmmio_size -> pcie_rreg = amdgpu_device_indirect_rreg, whose index/data are
-  BIF_BX_PF0_RSMU_INDEX/RSMU_DATA: nbio_v4_3.c / nbif_v6_3_1.c get_pcie_index_offset). attach_smu models that window
-  when the register file does not already (see install_rsmu_window; it belongs with the NBIO registers).
+  BIF_BX_PF0_RSMU_INDEX/RSMU_DATA: nbio_v4_3.c / nbif_v6_3_1.c get_pcie_index_offset). attach_smu installs that window
+  (emu/am/nbio.py install_rsmu_window, a window onto the whole register file) when the register file lacks it.
 - MP1_FIRMWARE_FLAGS (INTERRUPTS_ENABLED, bit 0) at the SMN address MP1_Public | smnMP1_FIRMWARE_FLAGS = 0x3B10024
   (smu_v13_0.h / smu_v14_0.h; smu_v13_0_check_fw_status / smu_v14_0_check_fw_status read it with RREG32_PCIE).
 
@@ -39,7 +39,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
-from emu.am.regs import MASK32, Register, RegisterError, RegisterFile
+from emu.am.nbio import RSMU_DATA, RSMU_INDEX, install_rsmu_window  # noqa: F401  the window is NBIO's (re-exported)
+from emu.am.regs import MASK32, Register, RegisterFile
 
 # smu_cmn.c: the response codes of C2PMSG_90 (also PPSMC_Result_* in smu_v13_0_0_ppsmc.h / smu_v14_0_2_ppsmc.h)
 SMU_RESP_NONE = 0x00
@@ -627,57 +628,6 @@ class SMU:
 
     def _msg_OverridePcieParameters(self, arg: int):
         return self._ok()
-
-
-# -- the NBIO index/data window (amdgpu_device_indirect_rreg/wreg) --
-RSMU_INDEX = "BIF_BX_PF0_RSMU_INDEX"
-RSMU_DATA = "BIF_BX_PF0_RSMU_DATA"
-
-
-def _register_at(rf: RegisterFile, dword: int) -> Optional[Register]:
-    for r in rf.registers():
-        if r.address == dword:
-            return r
-    return None
-
-
-def install_rsmu_window(rf: RegisterFile) -> None:
-    """Model BIF_BX_PF0_RSMU_INDEX/RSMU_DATA (NBIF seg 1 + 0/1: nbio_4_3_0 / nbif_6_3_1 headers), the pair amdgpu's
-    amdgpu_device_indirect_rreg/wreg use for registers past the register BAR and SMN addresses (RREG32_PCIE):
-    write the byte address to INDEX (read back to post it), then read or write DATA. A modelled register answers at
-    its dword address * 4; anything else is refused like an unmodelled register."""
-    def target(what: str) -> Register:
-        addr = index.value
-        reg = _register_at(rf, addr >> 2) if addr & 3 == 0 else None
-        if reg is None:
-            msg = (f"RSMU_DATA {what} through RSMU_INDEX {addr:#x}: no modelled register at that address "
-                   f"({rf.describe(addr >> 2)}); model it in emu/am, or check the driver's address")
-            with rf.lock:
-                rf.errors.append(msg)
-            if rf.on_error is not None:
-                rf.on_error(msg)
-            raise RegisterError(msg)
-        if reg.name in (RSMU_INDEX, RSMU_DATA):
-            raise RegisterError(f"RSMU_DATA {what}: the index window cannot reach itself (index {addr:#x})")
-        return reg
-
-    def data_read(_reg: Register) -> int:
-        reg = target("read")
-        value = (reg.on_read(reg) if reg.on_read else reg.value) & MASK32
-        rf.counts[reg.name] += 1
-        rf.log.append(("read", reg.name, value))
-        return value
-
-    def data_write(_reg: Register, value: int) -> None:
-        reg = target(f"write of {value:#x}")
-        reg.value = (reg.value & ~reg.wmask | value & reg.wmask) & MASK32
-        rf.counts[reg.name] += 1
-        rf.log.append(("write", reg.name, value))
-        if reg.on_write:
-            reg.on_write(reg, value)
-
-    index = rf.define(RSMU_INDEX, "NBIF")
-    rf.define(RSMU_DATA, "NBIF", on_read=data_read, on_write=data_write)
 
 
 def attach_smu(card: Any, *, latency_s: float = 0.0) -> SMU:
