@@ -3,8 +3,11 @@
 Each step is what a user's first program does, timed and checked against the host: open the device, allocate
 device and host-visible memory, copy through the copy engine and back, run a compiled kernel on the compute
 queue, and wait on a signal. An NVIDIA GPU's open is reported stage by stage (RM client, device, VA space with
-UVM, channels), and its check ends with a small tensor computation compared with numpy. A failing step is
-reported with its error and the steps after it are skipped; nothing here raises.
+UVM, channels), and its check ends with a small tensor computation compared with numpy. An AM card (an AMD GPU with
+no kernel driver) is brought up as far as the AM driver goes today: its open stage by stage (identify, IFWI, BARs, IP
+discovery, firmware), then the GMC, PSP and SMU blocks; its queues are not built yet, which the check says instead of
+running smoke checks. A failing step is reported with its error and the steps after it are skipped; nothing here
+raises.
 """
 from __future__ import annotations
 
@@ -39,11 +42,16 @@ class Step:
 
 @dataclass
 class Check:
-    """The bring-up of one device; `emulated` is True when the device is the emulated machine's, not hardware."""
+    """The bring-up of one device; `emulated` is True when the device is the emulated machine's, not hardware.
+
+    `not_built` says what the driver lacks before the smoke checks can run (empty when they ran); `notes` are facts
+    the reader must not miss (generated test firmware)."""
     device: str
     target: str
     emulated: bool
     steps: list[Step] = field(default_factory=list)
+    not_built: str = ""
+    notes: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -58,7 +66,7 @@ class Check:
     def as_dict(self) -> dict[str, Any]:
         """The check as gpu_probe's --json writes it."""
         return {"device": self.device, "target": self.target, "emulated": self.emulated, "ok": self.ok,
-                "steps": [asdict(s) for s in self.steps]}
+                "steps": [asdict(s) for s in self.steps], "not_built": self.not_built, "notes": list(self.notes)}
 
 
 def _failure(e: BaseException) -> tuple[str, bool]:
@@ -258,6 +266,110 @@ def check_nv(system: System, index: int) -> Check:
     return check
 
 
+# AMDevice's open stages (drivers/am/device.py AMDevice._open, its `timings` keys), in order, with what each does.
+AM_OPEN_STAGES = (("open", "identify the PCI function and map the register BAR"),
+                  ("ifwi", "wait for the card's firmware (IFWI) to finish"),
+                  ("bars", "read the VRAM size and map the VRAM and doorbell BARs"),
+                  ("discovery", "read the IP discovery table"),
+                  ("firmware", "find and validate the firmware images"))
+
+
+def _am_stage_detail(dev: Any, stage: str) -> str:
+    """What a finished AM open stage found, from the opened device."""
+    if stage == "open":
+        i = dev.ids
+        return f"{i['vendor']:04x}:{i['device']:04x} rev {i['revision']:#04x} over {dev.backend}"
+    if stage == "ifwi":
+        return "IFWI init done (MP0_SMN_C2PMSG_33 bit 31)"
+    if stage == "bars":
+        return f"{dev.vram_size >> 20} MiB VRAM, BAR0 {dev.bars[0].size >> 20} MiB ({dev.bar_resize.get('result')})"
+    if stage == "discovery":
+        ips = ", ".join(f"{b} {'.'.join(map(str, v))}" for b, v in
+                        ((b, dev.discovery.version(b)) for b in ("GC", "MP0", "MP1", "SDMA0") if dev.discovery.has(b)))
+        return f"{dev.target} via {dev.discovery_via}: {ips}"
+    images = dev.firmware.images
+    return f"{len(images)} images: " + ", ".join(f"{role} v{img.ucode_version:#x}" for role, img in images.items())
+
+
+def check_am(system: System, bdf: str, firmware_dirs: list[str] | tuple[str, ...] = (), *,
+             generated_firmware: bool = False) -> Check:
+    """Bring up the AM card at PCI address `bdf` through `system` as far as the AM driver goes today: the open stage
+    by stage (AM_OPEN_STAGES, each timed), then the GMC, the PSP (which loads every IP's firmware) and the SMU, in
+    amdgpu's order; then say that the queues (and so the smoke checks) are not built yet. Blocks are taken down in
+    reverse order and the card closed, whatever happened. `firmware_dirs` are searched first for the images;
+    `generated_firmware` says they are generated test firmware (a note on the check)."""
+    from tools.gpu_probe import AM_NOT_BUILT, GENERATED_FIRMWARE
+    check = Check(f"AM {bdf}", "unknown", bool(getattr(system, "emulated", False)))
+    if generated_firmware:
+        check.notes.append(GENERATED_FIRMWARE)
+    dev: Any = None
+    blocks: list[Any] = []
+
+    def open_stages() -> bool:
+        nonlocal dev
+        from drivers.am.device import AMDevice  # imported before the clock starts: its import is not the GPU's time
+        t0 = time.perf_counter()
+        error: BaseException | None = None
+        try:
+            dev = AMDevice(bdf, system, firmware_dirs=list(firmware_dirs))
+            check.target = dev.target or "unknown"
+        except Exception as e:  # reported as the stage it stopped in
+            error = e
+        if dev is not None:
+            for name, _ in AM_OPEN_STAGES:
+                check.steps.append(Step(name, True, round(dev.timings.get(name, 0.0) * 1000, 2),
+                                        _am_stage_detail(dev, name)))
+            return True
+        detail, bad_env = _failure(error)  # type: ignore[arg-type]
+        check.steps.append(Step("open", False, round((time.perf_counter() - t0) * 1000, 2),
+                                f"{detail} (while opening the card: {', '.join(n for n, _ in AM_OPEN_STAGES)})",
+                                bad_env))
+        return False
+
+    def gmc() -> str:
+        from drivers.am.gmc import GMC
+        dev.gmc = GMC().init(dev)
+        blocks.append(dev.gmc)
+        g = dev.gmc
+        return f"MMHUB on, FB {g.fb_start:#x}-{g.fb_end:#x}, root page table at VRAM {g.root.offset:#x}"
+
+    def psp() -> str:
+        from drivers.am.psp import PSP
+        p = PSP().init(dev)
+        blocks.append(p)
+        d = p.describe()
+        # a record's name is "<ucode id> (<file> <section>)": the files say which images went in
+        files = list(dict.fromkeys(r["name"].split("(", 1)[1].split()[0] for r in d["loaded"] if "(" in r["name"]))
+        return (f"MP0 {d['version']}, {'warm' if d['warm'] else 'cold'} boot, SOS {d['sos_version']:#x}, "
+                if d["sos_version"] is not None else f"MP0 {d['version']}, ") + \
+            f"{len(d['loaded'])} loads from {len(files)} image(s): {', '.join(files)}"
+
+    def smu() -> str:
+        from drivers.am.smu import SMU
+        m = SMU().init(dev)
+        blocks.append(m)
+        d = m.describe()
+        return f"MP1 {d['ip_version']}, SMU firmware {d['versions'].get('smu_version_text', '?')}, features " \
+            f"{d['enabled_features']}, power limit {d['power_limit_w']} W"
+
+    try:
+        if open_stages():
+            for name, fn in (("gmc", gmc), ("psp", psp), ("smu", smu)):
+                if not _step(check, name, fn):
+                    break
+            else:
+                check.not_built = AM_NOT_BUILT  # the smoke checks (signal, copy, kernel, tensor) need queues
+    finally:
+        for block in reversed(blocks):
+            try:
+                block.fini()
+            except Exception as e:  # still close the card; say what went wrong leaving
+                check.notes.append(f"leaving {type(block).__name__}: {type(e).__name__}: {e}")
+        if dev is not None:
+            dev.close()
+    return check
+
+
 def render(checks: list[Check]) -> list[str]:
     """The checks as text lines; every line of an emulated device's check starts with [emulated], as in gpu_probe."""
     from tools.gpu_probe import EMULATED_TAG
@@ -268,4 +380,7 @@ def render(checks: list[Check]) -> list[str]:
         lines.append(f"{tag}Bring-up {c.device} ({c.target}): {'OK' if c.ok else 'FAILED'}")
         for s in c.steps:
             lines.append(f"{tag}    {'ok ' if s.ok else 'FAIL'} {s.name:<{width}} {s.ms:9.2f} ms  {s.detail}")
+        if c.not_built:
+            lines.append(f"{tag}    smoke checks (signal, copy, kernel, tensor) not run: {c.not_built}")
+        lines += [f"{tag}    note: {n}" for n in c.notes]
     return lines

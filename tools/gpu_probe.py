@@ -26,12 +26,23 @@ from hcq.env import env_flag
 
 # The --json shape's version. 2: "nvidia" holds the driver's facts and one entry per GPU RM has ("gpus", which in 1
 # named the /dev/nvidiaN nodes: those are "nodes" now); PCI entries carry "target" (the AMD gfx or NVIDIA sm target).
-SCHEMA = 2
+# 3: AMD PCI entries carry "path_reason", "notes" and "doctor" (module, IOMMU, BAR0 vs VRAM, link, lock, identify,
+# firmware); the AM path is "AM over sysfs" or "AM over VFIO" (was "AM (no kernel driver)"); KFD GPUs carry "gpu_id";
+# checks carry "not_built" and "notes".
+SCHEMA = 3
 VENDORS = {0x1002: "AMD", 0x10DE: "NVIDIA", 0x5143: "Qualcomm", 0x8086: "Intel", 0x1AF4: "Red Hat (virtio)",
            0x1234: "QEMU", 0x1013: "Cirrus Logic", 0x15AD: "VMware", 0x1B36: "Red Hat (QEMU)"}
 ASM2464 = {(0x174C, 0x2463), (0x174C, 0x2464)}
 MIN_LARGE_BAR = 256 << 20  # AM maps all of VRAM through BAR0 only when resizable BAR gave it room
 PCI_ROOT, KFD_TOPOLOGY, USB_ROOT = "/sys/bus/pci/devices", "/sys/class/kfd/kfd/topology/nodes", "/sys/bus/usb/devices"
+AMD_KFD, AM_SYSFS, AM_VFIO = "AMD (KFD)", "AM over sysfs", "AM over VFIO"
+AM_PATHS = (AM_SYSFS, AM_VFIO)
+# What the AM path lacks before a program can use it: its blocks boot (tools/bringup.py check_am), its queues do not.
+AM_NOT_BUILT = "not built yet: GFX/SDMA queues (issue 11)"
+AM_STAND_IN_BDF = "0000:0c:00.0"  # the stand-in's AM card; the emulated KFD GPU claims 0000:03:00.0
+AM_STAND_IN_TARGET = "gfx1100"
+GENERATED_FIRMWARE = ("the firmware is generated test firmware (tests/firmware/fwgen.py: valid headers, made-up "
+                      "payloads, written to a temporary directory for this run), not AMD's")
 
 
 def _attr(system: System, path: str) -> str | None:
@@ -97,7 +108,7 @@ def _size_text(n: int) -> str:
     return f"{n} B"
 
 
-def probe_pci(system: System, kfd_present: bool, nvidia: dict | None) -> list[dict[str, Any]]:
+def probe_pci(system: System, kfd: dict | None, nvidia: dict | None) -> list[dict[str, Any]]:
     """PCI display controllers (class 0x03) and processing accelerators (0x12), with their driver path."""
     out = []
     for bdf in _listdir(system, PCI_ROOT):
@@ -115,9 +126,173 @@ def probe_pci(system: System, kfd_present: bool, nvidia: dict | None) -> list[di
             # RM lists only GPUs nvidia.ko drives: a sysfs without the driver link (a container's, the emulated
             # machine's) must not make a working card read as unbound
             dev["kernel_driver"] = "nvidia"
-        dev["path"], dev["blockers"] = _pci_path(system, dev, kfd_present, nvidia)
+        if vendor == 0x1002 and dev["kernel_driver"] is None and bdf in _kfd_bdfs(kfd):
+            # as for RM above: KFD lists only GPUs amdgpu drives, whatever a container's sysfs shows
+            dev["kernel_driver"] = "amdgpu"
+        dev["path"], dev["blockers"] = _pci_path(system, dev, kfd, nvidia)
         out.append(dev)
     return out
+
+
+def _rebar_sizes(system: System, bdf: str, index: int = 0) -> list[int]:
+    """The sizes the Resizable BAR capability offers for BAR `index`, from sysfs resourceN_resize (pci-sysfs.c
+    resource_resize_show: a hex bitmap, bit n meaning 1 MiB << n); [] when the BAR is not resizable or unreadable."""
+    bits = _hex(_attr(system, f"{PCI_ROOT}/{bdf}/resource{index}_resize"))
+    return [(1 << 20) << n for n in range(64) if (bits or 0) >> n & 1]
+
+
+def _rebar_max(system: System, bdf: str) -> int:
+    return max(_rebar_sizes(system, bdf), default=0)
+
+
+def _link(system: System, bdf: str) -> dict[str, Any] | None:
+    """Current and maximum PCIe link speed and width from sysfs (pci-sysfs.c current_link_*/max_link_*, which read
+    LNKSTA and LNKCAP/LNKCAP2), and whether the link trained below what the card can do."""
+    def speed(name: str) -> float | None:
+        text = _attr(system, f"{PCI_ROOT}/{bdf}/{name}")  # "16.0 GT/s PCIe", or "Unknown"
+        try:
+            return float(text.split()[0]) if text else None
+        except ValueError:
+            return None
+
+    def width(name: str) -> int | None:
+        text = _attr(system, f"{PCI_ROOT}/{bdf}/{name}")
+        return int(text) if text and text.strip().isdigit() else None
+
+    link = {"speed_gts": speed("current_link_speed"), "width": width("current_link_width"),
+            "max_speed_gts": speed("max_link_speed"), "max_width": width("max_link_width")}
+    if all(v is None for v in link.values()):
+        return None
+    link["degraded"] = bool((link["speed_gts"] is not None and link["max_speed_gts"] is not None
+                             and link["speed_gts"] < link["max_speed_gts"])
+                            or (link["width"] is not None and link["max_width"] is not None
+                                and link["width"] < link["max_width"]))
+    return link
+
+
+def _iommu(system: System, group: str | None) -> dict[str, Any]:
+    """The IOMMU's state: on when /sys/kernel/iommu_groups has groups; this device's group, its members and type
+    (iommu.c iommu_group_show_type: DMA, DMA-FQ, identity (passthrough), blocked or unmanaged)."""
+    groups = _listdir(system, "/sys/kernel/iommu_groups")
+    out: dict[str, Any] = {"enabled": bool(groups), "group": group, "type": None, "members": []}
+    if group is not None:
+        out["type"] = _attr(system, f"/sys/kernel/iommu_groups/{group}/type")
+        out["members"] = sorted(_listdir(system, f"/sys/kernel/iommu_groups/{group}/devices"))
+    return out
+
+
+def _lock_key(system: System, dev: dict[str, Any], kfd: dict | None) -> str | None:
+    """The device-lock key the driver of this path takes (drivers/am/device.py AMDevice, drivers/amd/kfd.py)."""
+    prefix = "emulated-" if getattr(system, "emulated", False) else ""
+    if dev["path"] in AM_PATHS:
+        return f"{prefix}pci-{dev['bdf']}"
+    node = _kfd_bdfs(kfd).get(dev["bdf"])
+    if dev["path"] == AMD_KFD and node and node.get("gpu_id") is not None:
+        return f"{prefix}kfd-gpu-{node['gpu_id']}"
+    return None
+
+
+def _lock_holder(system: System, key: str | None) -> dict[str, Any] | None:
+    """Who holds the device lock now (drivers/lock.py holder_info), or None when nobody does or it cannot be read."""
+    if key is None:
+        return None
+    from drivers.lock import holder_info
+    try:
+        return holder_info(key, getattr(system, "lock_dir", None))
+    except (OSError, ValueError):
+        return None
+
+
+def _identify_am(system: System, dev: dict[str, Any], firmware_dirs: list[str]) -> dict[str, Any]:
+    """Open the card with the AM driver (drivers/am/device.py: identify, IFWI, BARs, discovery, firmware) without
+    bringing any IP block up or resizing BAR0, and return what it says (AMDevice.describe) or what stopped it.
+
+    "firmware_missing" names each image that is missing or corrupt (firmware/select.py picks them by the IP
+    versions the card's discovery table lists)."""
+    from drivers.am.device import AMDevice
+    from drivers.lock import DeviceBusyError
+    from firmware.ucode import FirmwareError, FirmwareSetError
+    out: dict[str, Any] = {"ok": False, "error": None, "firmware_missing": []}
+    try:
+        am = AMDevice(dev["bdf"], system, firmware_dirs=firmware_dirs, resize_bar=False, lock_wait=0)
+    except DeviceBusyError as e:
+        out["error"] = f"in use: {e}"
+        return out
+    except FirmwareError as e:
+        errors = e.errors if isinstance(e, FirmwareSetError) else [e]
+        out["firmware_missing"] = [{"file": x.file, "problem": x.problem} for x in errors]
+        out["error"] = str(e)
+        return out
+    except Exception as e:  # the report names any failure; the probe never crashes on a broken card
+        out["error"] = f"{type(e).__name__}: {e}"
+        return out
+    try:
+        out.update(am.describe(), ok=True)
+    finally:
+        am.close()
+    return out
+
+
+def _amd_doctor(system: System, dev: dict[str, Any], kfd: dict | None, identify: bool,
+                firmware_dirs: list[str], generated_firmware: bool) -> dict[str, Any]:
+    """The doctor checks of one AMD card (see probe); adds to dev's blockers and notes what it finds."""
+    bdf, notes = dev["bdf"], dev["notes"]
+    bar0 = next((b["size"] for b in dev["bars"] or [] if b["index"] == 0), None)
+    sizes = _rebar_sizes(system, bdf)
+    doc: dict[str, Any] = {"kernel_module": dev["kernel_driver"], "iommu": _iommu(system, dev["iommu_group"]),
+                           "bar0": {"size": bar0, "vram_size": None, "resizable_sizes": sizes,
+                                    "covers_vram": None},
+                           "link": _link(system, bdf), "lock": None, "identify": None,
+                           "firmware": {"dirs": list(firmware_dirs), "generated": generated_firmware,
+                                        "present": None, "missing": [], "images": []}}
+    key = _lock_key(system, dev, kfd)
+    holder = _lock_holder(system, key)
+    doc["lock"] = {"key": key, "holder": holder}
+    if holder:
+        dev["blockers"].append(f"in use by PID {holder.get('pid')} ({holder.get('cmdline') or 'unknown command'}) "
+                               f"since {holder.get('since') or 'an unknown time'}: stop it first")
+    iommu = doc["iommu"]
+    if dev["path"] == AM_SYSFS and iommu["group"] is not None and iommu["type"] != "identity":
+        # drivers/pci/sysfs.py _check_dma_translation refuses DMA memory then: physical addresses are not bus ones
+        dev["blockers"].append(f"the IOMMU translates its DMA (group {iommu['group']}, type {iommu['type'] or 'unknown'})"
+                               ": AM over sysfs hands the card physical addresses, so boot with iommu=pt, or bind the "
+                               "card to vfio-pci to use AM over VFIO")
+    link = doc["link"]
+    if link and link["degraded"]:
+        notes.append(f"the PCIe link runs at {link['speed_gts']:g} GT/s x{link['width']} of the card's "
+                     f"{link['max_speed_gts']:g} GT/s x{link['max_width']}: check the slot, riser and BIOS PCIe setting "
+                     "(copies will be slower; nothing else changes)")
+    if identify and dev["path"] in AM_PATHS and not dev["blockers"]:
+        ident = _identify_am(system, dev, firmware_dirs)
+        doc["identify"] = ident
+        fw = doc["firmware"]
+        if ident["ok"]:
+            dev["target"] = ident["target"]
+            vram = ident["vram_size"]
+            doc["bar0"]["vram_size"] = vram
+            fw.update(present=True, images=ident["firmware"])
+            resize = ident.get("bar0_resize") or {}
+            if bar0 is not None and bar0 < vram:
+                doc["bar0"]["covers_vram"] = False
+                if resize.get("requested"):
+                    notes.append(f"BAR0 ({_size_text(bar0)}) shows part of VRAM ({_size_text(vram)}); Resizable BAR "
+                                 f"offers {_size_text(resize['requested'])}, and AM asks for it when it opens the card")
+                else:
+                    notes.append(f"BAR0 ({_size_text(bar0)}) shows part of VRAM ({_size_text(vram)}) and Resizable "
+                                 "BAR cannot grow it: AM reaches the rest through MM_INDEX/MM_DATA, which is slow; "
+                                 "enable Resizable BAR and Above 4G decoding in the firmware setup")
+            elif bar0 is not None:
+                doc["bar0"]["covers_vram"] = True
+        elif ident["firmware_missing"]:
+            fw.update(present=False, missing=ident["firmware_missing"])
+            names = ", ".join(m["file"] for m in ident["firmware_missing"])
+            dev["blockers"].append(f"firmware missing or corrupt: {names}: install firmware-amd-graphics (Debian) or "
+                                   "linux-firmware, or put the files in a directory named by BAREGPU_FIRMWARE_DIR")
+        else:
+            dev["blockers"].append(f"AM could not open it: {ident['error']}")
+    if generated_firmware and dev["path"] in AM_PATHS:
+        notes.append(GENERATED_FIRMWARE)
+    return doc
 
 
 def _vfio_blockers(system: System, bdf: str, group: str | None) -> list[str]:
@@ -143,29 +318,53 @@ def _vfio_blockers(system: System, bdf: str, group: str | None) -> list[str]:
     return blockers
 
 
-def _pci_path(system: System, dev: dict[str, Any], kfd_present: bool,
+def _kfd_bdfs(kfd: dict[str, Any] | None) -> dict[str, Any]:
+    """{PCI address: KFD GPU entry} of the GPUs KFD's topology lists."""
+    return {g["bdf"]: g for g in (kfd or {}).get("gpus", []) if g.get("bdf")}
+
+
+def _pci_path(system: System, dev: dict[str, Any], kfd: dict | None,
               nvidia: dict | None) -> tuple[str | None, list[str]]:
-    """The driver path that would handle a PCI device, and what blocks it, from its vendor and bound driver."""
+    """The driver path that would handle a PCI device, and what blocks it, from its vendor and bound driver.
+
+    AMD devices also get "path_reason" (why this path) set on `dev`."""
     drv, vendor, bdf = dev["kernel_driver"], dev["vendor_id"], dev["bdf"]
     if vendor == 0x1002:
         if drv == "amdgpu":
-            if kfd_present:
-                return "AMD (KFD)", []
-            return "AMD (KFD)", ["amdgpu is bound but /dev/kfd is missing: load amdgpu with KFD support "
+            if kfd is None:
+                dev["path_reason"] = "amdgpu is bound, so the kernel driver owns the card and KFD is the way in"
+                return AMD_KFD, ["amdgpu is bound but /dev/kfd is missing: load amdgpu with KFD support "
                                  "(CONFIG_HSA_AMD) or unbind amdgpu to use the AM path"]
+            node = _kfd_bdfs(kfd).get(bdf)
+            if node is None and kfd.get("gpus"):
+                dev["path_reason"] = "amdgpu is bound, so the kernel driver owns the card and KFD is the way in"
+                return AMD_KFD, [f"amdgpu is bound but KFD's topology does not list {bdf}: amdgpu failed to bring it "
+                                 "up for compute (dmesg | grep amdgpu says why), or unbind amdgpu to use the AM path"]
+            dev["path_reason"] = ("amdgpu is bound and /dev/kfd lists it" + (f" (KFD node {node['node']})" if node
+                                  else "") + "; unbinding amdgpu would let AM drive it instead")
+            return AMD_KFD, []
         blockers = []
         if dev["bars"] is None:
             blockers.append("its BARs could not be read (sysfs resource file missing or unreadable): run as root")
         elif max((b["size"] for b in dev["bars"]), default=0) < MIN_LARGE_BAR:
-            blockers.append("BAR0 is smaller than 256 MiB: enable Resizable BAR and Above 4G decoding in the firmware setup")
+            grow = _rebar_max(system, bdf)
+            if grow < MIN_LARGE_BAR:
+                blockers.append("BAR0 is smaller than 256 MiB: enable Resizable BAR and Above 4G decoding in the "
+                                "firmware setup")
         if drv == "vfio-pci":
+            dev["path_reason"] = "bound to vfio-pci: AM drives it through VFIO (the IOMMU maps its DMA)"
             blockers += _vfio_blockers(system, bdf, dev["iommu_group"])
-        elif drv is not None:
+            return AM_VFIO, blockers
+        if drv is not None:
+            dev["path_reason"] = (f"bound to {drv}, which AM cannot share the card with: unbinding {drv} lets AM drive "
+                                  "it through sysfs (or bind it to vfio-pci for AM over VFIO)")
             blockers.append(f"bound to {drv}: unbind it (echo {bdf} > /sys/bus/pci/drivers/{drv}/unbind)")
-        elif _open_error(system, f"{PCI_ROOT}/{bdf}/resource0") in (errno.EACCES, errno.EPERM):
-            # with no driver bound, AM maps the BARs through sysfs files that only root may open
-            blockers.append("cannot open its BAR0 (sysfs resource0): run as root, or bind the card to vfio-pci")
-        return "AM (no kernel driver)", blockers
+        else:
+            dev["path_reason"] = "no kernel driver is bound: AM drives it through its sysfs resource files"
+            if _open_error(system, f"{PCI_ROOT}/{bdf}/resource0") in (errno.EACCES, errno.EPERM):
+                # with no driver bound, AM maps the BARs through sysfs files that only root may open
+                blockers.append("cannot open its BAR0 (sysfs resource0): run as root, or bind the card to vfio-pci")
+        return AM_SYSFS, blockers
     if vendor == 0x10DE:
         if drv == "nouveau":
             return "NV (RM/UVM)", ["nouveau is bound; the NV path needs NVIDIA's open kernel module (nvidia.ko)"]
@@ -217,7 +416,9 @@ def probe_kfd(system: System) -> dict[str, Any] | None:
             continue  # a CPU node
         minor, loc = props.get("drm_render_minor"), props.get("location_id")
         render = f"/dev/dri/renderD{minor}" if minor is not None else None
+        gpu_id = _attr(system, f"{KFD_TOPOLOGY}/{node}/gpu_id")
         gpu = {"node": int(node) if node.isdigit() else node, "name": _attr(system, f"{KFD_TOPOLOGY}/{node}/name") or "",
+               "gpu_id": int(gpu_id) if gpu_id and gpu_id.strip().isdigit() else None,
                "gfx": _gfx_name(version), "simd_count": props.get("simd_count"), "location_id": loc,
                "domain": props.get("domain"), "bdf": pci_address(props.get("domain") or 0, loc) if loc is not None else None,
                "render_node": render, "render_node_present": bool(render and system.exists(render))}
@@ -344,12 +545,14 @@ def probe_usb(system: System) -> list[dict[str, Any]]:
 
 
 # Each driver path and the registry name of the driver behind it (for NOT_BUILT).
-PATH_DRIVER = {"AMD (KFD)": "AMD", "AM (no kernel driver)": "AM", "NV (RM/UVM)": "NV", "QCOM (kgsl)": "QCOM",
+PATH_DRIVER = {AMD_KFD: "AMD", AM_SYSFS: "AM", AM_VFIO: "AM", "NV (RM/UVM)": "NV", "QCOM (kgsl)": "QCOM",
                "USB (ASM2464 bridge) -> AM": "USB"}
 
 
 def driver_missing(path: str | None) -> str | None:
     """Why baregpu cannot drive a device on this path yet, or None when its driver is built."""
+    if path in AM_PATHS:
+        return AM_NOT_BUILT  # AM opens and boots its blocks (the bring-up shows it), but has no queues yet
     return NOT_BUILT.get(PATH_DRIVER.get(path or "", ""))
 
 
@@ -361,8 +564,16 @@ def kfd_target_missing(target: str | None) -> str | None:
     return unbuilt_paths(target)
 
 
-def probe(system: System, emulated: bool = False, nv_system: System | None = None) -> dict[str, Any]:
+def probe(system: System, emulated: bool = False, nv_system: System | None = None, *, identify: bool = False,
+          firmware_dirs: list[str] | tuple[str, ...] = (), generated_firmware: bool = False) -> dict[str, Any]:
     """The whole report as a dict (the --json output); never raises for a missing or unreadable file.
+
+    Each AMD PCI card gets "path_reason" (why its path applies), "notes" (what slows it or needs attention without
+    blocking it) and "doctor": the bound kernel module, the IOMMU (on or off, the card's group, its members and type),
+    BAR0 against VRAM and the sizes Resizable BAR offers, the PCIe link (current against maximum), the holder of its
+    device lock, and, with `identify`, what the AM driver reads when it opens an unblocked AM-path card (IP versions,
+    target, VRAM, firmware images found in `firmware_dirs` first; no IP block is brought up and BAR0 is not
+    resized), naming each missing firmware file. `generated_firmware` says those images are generated test firmware.
 
     `emulated` says the machine is the emulated one: every device entry then carries "emulated": true, so the
     report can never pass an emulated GPU off as a real one. `nv_system` is where NVIDIA's driver and GPUs are
@@ -371,10 +582,10 @@ def probe(system: System, emulated: bool = False, nv_system: System | None = Non
     """
     nv_system = system if nv_system is None else nv_system
     kfd, nvidia = probe_kfd(system), probe_nvidia(nv_system)
-    pci = probe_pci(system, kfd is not None, nvidia)
+    pci = probe_pci(system, kfd, nvidia)
     if nv_system is not system:
         seen = {d["bdf"] for d in pci}
-        pci += [d for d in probe_pci(nv_system, False, nvidia) if d["bdf"] not in seen]
+        pci += [d for d in probe_pci(nv_system, None, nvidia) if d["bdf"] not in seen]
     report = {"schema": SCHEMA, "pci": pci, "kfd": kfd, "nvidia": nvidia,
               "kgsl": probe_kgsl(system), "usb": probe_usb(system)}
     kfd_gpus = (kfd or {}).get("gpus", [])
@@ -388,6 +599,10 @@ def probe(system: System, emulated: bool = False, nv_system: System | None = Non
         d["gfx"] = next((g["gfx"] for g in kfd_gpus if g["bdf"] == d["bdf"]), None)
         nv = next((g for g in nv_gpus if g["pci"] == d["bdf"]), None) if d["path"] == "NV (RM/UVM)" else None
         d["target"] = d["gfx"] or (nv["target"] if nv else None)
+        if d["vendor_id"] == 0x1002:
+            d.setdefault("path_reason", None)
+            d["notes"] = []
+            d["doctor"] = _amd_doctor(system, d, kfd, identify, list(firmware_dirs), generated_firmware)
         if d["path"]:
             d["driver_missing"] = driver_missing(d["path"])
             if d["path"] == "AMD (KFD)" and not d["driver_missing"]:
@@ -432,9 +647,10 @@ def _built_label(path: str, dev: dict[str, Any]) -> str:
 NOTHING = ("No GPU found: no PCI display device with a driver path, /dev/kfd, /dev/nvidiactl, /dev/kgsl-3d0 or "
            "ASM2464 USB bridge on this machine.")
 EMULATED_TAG = "[emulated] "
-STAND_IN = ("No GPU on this machine: the emulated machine, an emulated AMD GPU and an emulated NVIDIA GPU, stands in "
-            f"for one (what BAREGPU_EMULATE=1 selects); every line marked {EMULATED_TAG.strip()} is about it, not "
-            "about real hardware. --no-emulate skips it.")
+STAND_IN = ("No GPU on this machine: the emulated machine, an emulated AMD GPU (through KFD) and an emulated NVIDIA GPU, "
+            f"stands in for one (what BAREGPU_EMULATE=1 selects); every line marked {EMULATED_TAG.strip()} is about it, "
+            "not about real hardware. --no-emulate skips it; --emulate also shows an emulated AMD PCI card with no "
+            "kernel driver (the AM path, still being built: booted with generated test firmware, no queues yet).")
 
 
 def _id(value: int | None) -> str:
@@ -477,6 +693,51 @@ def _render_nvidia(nv: dict[str, Any], pci_bdfs: set[str]) -> list[str]:
     return lines + _blocked(nv["blockers"])
 
 
+def _render_doctor(doc: dict[str, Any]) -> list[str]:
+    """The doctor checks of an AMD card as lines (the blockers and notes they led to follow them)."""
+    io = doc["iommu"]
+    if not io["enabled"]:
+        iommu = "off (no IOMMU groups)"
+    else:
+        iommu = f"on; group {io['group'] or 'none'}" + (f", type {io['type']}" if io["type"] else "") + \
+            (f", {len(io['members'])} device(s) in it" if io["members"] else "")
+    lines = [f"    IOMMU:         {iommu}"]
+    link = doc["link"]
+    if link:
+        def one(speed: float | None, width: int | None) -> str:
+            return f"{'?' if speed is None else f'{speed:g}'} GT/s x{'?' if width is None else width}"
+        lines.append(f"    PCIe link:     {one(link['speed_gts'], link['width'])} (card's maximum "
+                     f"{one(link['max_speed_gts'], link['max_width'])}){', degraded' if link['degraded'] else ''}")
+    bar = doc["bar0"]
+    if bar["size"] is not None:
+        text = _size_text(bar["size"])
+        if bar["vram_size"]:
+            text += f" for {_size_text(bar['vram_size'])} of VRAM" + ("" if bar["covers_vram"] else " (part of it)")
+        if bar["resizable_sizes"]:
+            text += f"; Resizable BAR offers up to {_size_text(max(bar['resizable_sizes']))}"
+        lines.append(f"    BAR0:          {text}")
+    lock = doc["lock"]
+    if lock and lock["key"]:
+        h = lock["holder"]
+        lines.append("    device lock:   " + (f"held by PID {h.get('pid')} ({h.get('cmdline')})" if h else "free"))
+    ident = doc.get("identify")
+    if ident and ident["ok"]:
+        ips = ", ".join(f"{k} {v['version']}" + (f" x{v['instances']}" if v["instances"] > 1 else "")
+                        for k, v in ident["ip_versions"].items())
+        lines.append(f"    identified:    {ident['target']}, {_size_text(ident['vram_size'])} VRAM, discovery via "
+                     f"{ident['discovery_via']}, {ident['backend']} backend")
+        lines.append(f"    IP versions:   {ips}")
+    fw = doc["firmware"]
+    if fw["present"]:
+        lines.append(f"    firmware:      {len(fw['images'])} image(s) found"
+                     + (" (generated test firmware)" if fw["generated"] else "") + ": "
+                     + ", ".join(f"{i['name']} v{i['ucode_version']:#x}" if isinstance(i.get("ucode_version"), int)
+                                 else str(i["name"]) for i in fw["images"]))
+    elif fw["present"] is False:
+        lines.append(f"    firmware:      missing or corrupt: {', '.join(m['file'] for m in fw['missing'])}")
+    return lines
+
+
 def render(report: dict[str, Any]) -> str:
     """The report as text for a person: one block per device, each blocker on its own "blocked:" line.
 
@@ -491,7 +752,12 @@ def render(report: dict[str, Any]) -> str:
         lines.append(f"    kernel driver: {d['kernel_driver'] or 'none'}; IOMMU group: {d['iommu_group'] or 'none'}")
         lines.append(f"    BARs:          {bars}")
         lines.append(f"    driver path:   {d['path'] or 'no driver path (unsupported vendor)'}{_missing(d)}")
+        if d.get("path_reason"):
+            lines.append(f"    why:           {d['path_reason']}")
+        if d.get("doctor"):
+            lines += _render_doctor(d["doctor"])
         lines += _blocked(d["blockers"])
+        lines += [f"    note: {n}" for n in d.get("notes") or []]
     kfd, pci_bdfs = report["kfd"], {d["bdf"] for d in report["pci"]}
     if kfd:
         lines.append(f"/dev/kfd  {'opens' if kfd['openable'] else 'does not open'}; {len(kfd['gpus'])} GPU node(s)")
@@ -608,7 +874,7 @@ def main(argv: list[str] | None = None, system: System | None = None) -> int:
         to_stdout(None)  # --help | head: the help text is still buffered and its reader may be gone
         raise
     chosen = system is None  # a system handed in (tests) describes a machine; only one chosen here is driven
-    made: list[System] = []  # the emulated machines made here, shut down when the report is done
+    made: list[Any] = []  # the emulated machines (and AM cards) made here, shut down when the report is done
     try:
         try:
             report, texts, (system, nv_system) = _survey(args, system, made)
@@ -645,23 +911,54 @@ def to_stdout(text: str | None) -> None:
 EMULATED_VENDORS = ("amd", "nv")  # the vendors the emulated machine has hardware for, in report order
 
 
-def _emulated_machine(vendors: set[str], made: list[System]) -> tuple[System, System]:
-    """The emulated machine with `vendors`' GPUs, as (the System for everything but NVIDIA, the one for NVIDIA): the
-    AMD and NVIDIA halves are separate emulated systems. Raises EnvError for a bad BAREGPU_EMU_AMD/BAREGPU_EMU_NV."""
+def _emulated_machine(vendors: set[str], made: list[Any], with_am: bool = True) -> tuple[System, System, list[str]]:
+    """The emulated machine with `vendors`' GPUs, as (the System for everything but NVIDIA, the one for NVIDIA, the
+    AM card's firmware directories): the AMD and NVIDIA halves are separate emulated systems. The AMD half also has an
+    emulated AMD PCI card with no kernel driver, for the AM path, whose firmware is generated into a temporary
+    directory for this run. Raises EnvError for a bad BAREGPU_EMU_AMD/BAREGPU_EMU_NV."""
     from drivers.emulation import emulated_system
     halves = {}
+    fw_dirs: list[str] = []
     for vendor in EMULATED_VENDORS:
         if vendor in vendors:
             halves[vendor] = emulated_system(vendor)
             made.append(halves[vendor])
+    if "amd" in halves and with_am:
+        fw_dirs = _install_am_stand_in(halves["amd"], made)
     main = halves.get("amd") or halves["nv"]
-    return main, halves.get("nv", main)
+    return main, halves.get("nv", main), fw_dirs
 
 
-def _shut_down(system: System) -> None:
-    """Stop an emulated machine's NVIDIA engines (its doorbell watcher and pools); its AMD half stops with its last
-    file. The emulated system offers no shutdown of its own, so this reaches the emulated RM it keeps (`nv`)."""
-    nv = getattr(system, "nv", None)
+def _install_am_stand_in(system: System, made: list[Any]) -> list[str]:
+    """Put an emulated AMD PCI card (emu/am, no kernel driver bound) on `system`'s bus, with every modelled IP block,
+    and firmware generated for it into a temporary directory (tests/firmware/fwgen.py). Returns the firmware
+    directories ([] when the generator is not importable, as from an installed gpu-probe without the source tree:
+    the card's firmware check then says what is missing)."""
+    import shutil
+    import tempfile
+    from emu.am.gpu import install_am_gpu  # tools may import emu: the stand-in is emulated hardware by design
+    tmp = tempfile.mkdtemp(prefix="baregpu-probe-fw-")
+    made.append(lambda: shutil.rmtree(tmp, ignore_errors=True))
+    try:
+        from tests.firmware import fwgen
+    except ImportError:
+        fwgen, fw_dir = None, None
+    else:
+        fw_dir = tmp
+        fwgen.write_set(fw_dir, AM_STAND_IN_TARGET)
+    card = install_am_gpu(system, AM_STAND_IN_TARGET, AM_STAND_IN_BDF, firmware=fw_dir, blocks=True)
+    made.append(card.close)
+    return [fw_dir] if fw_dir else []
+
+
+def _shut_down(thing: Any) -> None:
+    """Stop what the probe made: an emulated machine's NVIDIA engines (its doorbell watcher and pools; its AMD half
+    stops with its last file; the emulated system offers no shutdown of its own, so this reaches the emulated RM it
+    keeps, `nv`), or a cleanup callable (an AM card's close, the generated firmware's removal)."""
+    if callable(thing):
+        thing()
+        return
+    nv = getattr(thing, "nv", None)
     if nv is not None:
         nv.close()
 
@@ -679,18 +976,26 @@ def _survey(args: argparse.Namespace, system: System | None,
     # read even under --no-emulate: a bad value is named, not ignored
     picked = emulated_vendors() & set(EMULATED_VENDORS)
     emulated = chosen and not args.no_emulate and (args.emulate or bool(picked))
+    fw_dirs: list[str] = []
     if system is None:
-        systems = _emulated_machine(picked or set(EMULATED_VENDORS), made) if emulated else (LinuxSystem(),) * 2
+        if emulated:
+            *systems, fw_dirs = _emulated_machine(picked or set(EMULATED_VENDORS), made, with_am=args.emulate)
+        else:
+            systems = [LinuxSystem()] * 2
     else:
-        systems = (system, system)
-    report = probe(systems[0], emulated, systems[1])
+        systems = [system, system]
+    report = probe(systems[0], emulated, systems[1], identify=chosen, firmware_dirs=fw_dirs,
+                   generated_firmware=bool(fw_dirs))
     texts = [render(report)]
     if chosen and not report["summary"]["found_any"] and not emulated and not args.no_emulate:
-        systems = _emulated_machine(set(EMULATED_VENDORS), made)
+        # The automatic stand-in leaves the AM card out until AM runs queues: a machine with no GPU then reports what
+        # works (exit 0); --emulate shows the AM card and its unfinished path (exit 4, "not ready").
+        *systems, fw_dirs = _emulated_machine(set(EMULATED_VENDORS), made, with_am=False)
         # the real machine's (empty) report stays in the JSON
-        report = dict(probe(systems[0], True, systems[1]), machine=report)
+        report = dict(probe(systems[0], True, systems[1], identify=True, firmware_dirs=fw_dirs,
+                            generated_firmware=bool(fw_dirs)), machine=report)
         texts += [STAND_IN, render(report)]
-    return report, texts, systems
+    return report, texts, (systems[0], systems[1])
 
 
 def nv_ready(report: dict[str, Any]) -> list[int]:
@@ -703,14 +1008,26 @@ def nv_ready(report: dict[str, Any]) -> list[int]:
     return [g["index"] for g in nvidia.get("gpus", []) if not g.get("driver_missing") and g.get("pci") not in blocked]
 
 
+def am_ready(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """The AM-path PCI cards to bring up as far as AM goes: nothing blocks them and the AM driver identified them.
+    AM is not built to the end (AM_NOT_BUILT), so their bring-up stops before the smoke checks and they are not
+    counted ready to use."""
+    return [d for d in report.get("pci", []) if d.get("path") in AM_PATHS and not d["blockers"]
+            and ((d.get("doctor") or {}).get("identify") or {}).get("ok")]
+
+
 def run_checks(system: System, report: dict[str, Any], nv_system: System | None = None) -> list[Any]:
     """Bring up every GPU that is ready to use (nothing blocks it and its driver paths are built): each KFD GPU
-    through `system`, then each NVIDIA GPU through `nv_system` (default `system`)."""
-    from tools.bringup import check_amd, check_nv
+    through `system`, then each AM card as far as the AM driver goes (its blocks, no queues yet), then each NVIDIA
+    GPU through `nv_system` (default `system`)."""
+    from tools.bringup import check_am, check_amd, check_nv
     checks = []
     kfd = report.get("kfd")
     if kfd and not kfd.get("blockers"):
         checks += [check_amd(system, i) for i, g in enumerate(kfd.get("gpus", [])) if not g.get("driver_missing")]
+    for d in am_ready(report):
+        fw = d["doctor"]["firmware"]
+        checks.append(check_am(system, d["bdf"], fw["dirs"], generated_firmware=fw["generated"]))
     checks += [check_nv(system if nv_system is None else nv_system, i) for i in nv_ready(report)]
     return checks
 

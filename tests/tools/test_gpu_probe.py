@@ -14,7 +14,7 @@ from drivers.nv.device import PINNED_VERSION
 from drivers.system import LinuxSystem, OSCallError
 from emu.system import EmulatedSystem, NodeHandler
 from hcq.env import EnvError
-from tools.gpu_probe import (EMULATED_TAG, EXIT_CHECK_FAILED, EXIT_NO_GPU, EXIT_NOT_READY, EXIT_OK, EXIT_USAGE, NO_UVM,
+from tools.gpu_probe import (AM_NOT_BUILT, AM_STAND_IN_BDF, EMULATED_TAG, EXIT_CHECK_FAILED, EXIT_NO_GPU, EXIT_NOT_READY, EXIT_OK, EXIT_USAGE, NO_UVM,
                              SCHEMA, exit_status, kfd_target_missing, main, probe, render)
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,6 +34,8 @@ def pci_device(system: EmulatedSystem, bdf: str, vendor: int, device: int, drive
         system.add_link(f"{base}/driver", f"../../../bus/pci/drivers/{driver}")
     if iommu:
         system.add_link(f"{base}/iommu_group", f"../../../kernel/iommu_groups/{iommu}")
+        # passthrough, so AM over sysfs may hand the card physical addresses (drivers/pci/sysfs.py)
+        system.add_file(f"/sys/kernel/iommu_groups/{iommu}/type", "identity\n")
 
 
 def forbidden(flags: int) -> NodeHandler:
@@ -100,7 +102,7 @@ def test_runs_on_this_machine_in_text_and_json():
     assert text.stdout.strip() and text.stderr == "", text.stderr
     js = probe_cmd("--json", *extra)
     report = json.loads(js.stdout)
-    assert report["schema"] == SCHEMA == 2 and {"pci", "kfd", "nvidia", "kgsl", "usb", "summary"} <= report.keys()
+    assert report["schema"] == SCHEMA == 3 and {"pci", "kfd", "nvidia", "kgsl", "usb", "summary"} <= report.keys()
     # the status is the report's (no bring-up fails on this machine), the same in text and JSON
     assert js.returncode == text.returncode == exit_status(report, []) != EXIT_CHECK_FAILED
     assert all(c["ok"] for c in report["checks"])
@@ -136,7 +138,7 @@ def test_unbound_amd_card_with_small_bar_goes_to_am_and_says_to_enable_resizable
     s = EmulatedSystem()
     pci_device(s, AMD_BDF, 0x1002, 0x744C, None, 256 << 20 >> 1)
     (card,) = probe(s)["pci"]
-    assert card["path"] == "AM (no kernel driver)"
+    assert card["path"] == "AM over sysfs"
     assert any("Resizable BAR" in b for b in card["blockers"])
 
 
@@ -307,7 +309,7 @@ def test_amd_card_on_vfio_needs_a_usable_iommu_group():
     s.add_link("/sys/kernel/iommu_groups/17/devices/" + AMD_BDF, f"../../../../devices/pci0000:00/{AMD_BDF}")
     s.add_node("/dev/vfio/17", lambda flags: NodeHandler())
     (card,) = probe(s)["pci"]
-    assert card["path"] == "AM (no kernel driver)" and card["blockers"] == []
+    assert card["path"] == "AM over VFIO" and card["blockers"] == [] and "vfio-pci" in card["path_reason"]
     # the audio function shares the group but is still bound to a host driver, and the group node is root-only
     s.add_link("/sys/kernel/iommu_groups/17/devices/0000:03:00.1", "../../../../devices/pci0000:00/0000:03:00.1")
     s.add_link("/sys/bus/pci/devices/0000:03:00.1/driver", "../../../bus/pci/drivers/snd_hda_intel")
@@ -325,7 +327,7 @@ def test_unbound_amd_card_whose_bars_only_root_may_map():
     pci_device(s, AMD_BDF, 0x1002, 0x744C, None, 16 << 30)
     s.add_node(f"/sys/bus/pci/devices/{AMD_BDF}/resource0", forbidden)
     (card,) = probe(s)["pci"]
-    assert card["path"] == "AM (no kernel driver)" and card["blockers"] == [
+    assert card["path"] == "AM over sysfs" and card["blockers"] == [
         "cannot open its BAR0 (sysfs resource0): run as root, or bind the card to vfio-pci"]
 
 
@@ -399,8 +401,10 @@ def test_nvidia_card_without_the_nvidia_module():
 
 def test_mi300_style_accelerator_class_is_listed_and_json_is_stable(amd_kfd_machine, capsys):
     pci_device(amd_kfd_machine, "0000:c1:00.0", 0x1002, 0x74A1, "amdgpu", 256 << 30, cls=0x120000)
-    assert main(["--json"], system=amd_kfd_machine) == 0
+    # amdgpu holds it but KFD's topology does not list it: amdgpu did not bring it up for compute
+    assert main(["--json"], system=amd_kfd_machine) == EXIT_NOT_READY
     report = json.loads(capsys.readouterr().out)
+    assert "KFD's topology does not list 0000:c1:00.0" in report["pci"][1]["blockers"][0]
     assert [d["bdf"] for d in report["pci"]] == [AMD_BDF, "0000:c1:00.0"]
     assert [d["gfx"] for d in report["pci"]] == ["gfx1100", None]
     assert list(report) == ["schema", "pci", "kfd", "nvidia", "kgsl", "usb", "summary", "emulated", "checks"]
@@ -410,23 +414,24 @@ NV_STEPS = ["rm client", "device", "va space", "channels", "memory", "signal", "
 
 
 def test_emulated_machine_is_brought_up_and_checked(capsys, emulators):
-    assert main(["--emulate"]) == EXIT_OK
+    assert main(["--emulate"]) == EXIT_NOT_READY  # the AM card: booted, but its queues are not built yet
     out = capsys.readouterr().out
     assert "[emulated] Bring-up AMD (gfx1100): OK" in out and "[emulated] Bring-up NV (sm_90): OK" in out
     for step in ("open", "memory", "copy", "kernel", "signal", *NV_STEPS):
         assert f"[emulated]     ok  {step}" in out
     # every line is about the emulated machine, and every line says so
     assert all(line.startswith(EMULATED_TAG) for line in out.splitlines()), out
-    assert main(["--emulate", "--json"]) == EXIT_OK
+    assert main(["--emulate", "--json"]) == EXIT_NOT_READY
     report = json.loads(capsys.readouterr().out)
     assert report["emulated"] is True
     assert [(c["device"], c["target"], c["ok"], c["emulated"]) for c in report["checks"]] == \
-        [("AMD", "gfx1100", True, True), ("NV", "sm_90", True, True)]
-    amd, nv = report["checks"]
+        [("AMD", "gfx1100", True, True), (f"AM {AM_STAND_IN_BDF}", "gfx1100", True, True), ("NV", "sm_90", True, True)]
+    amd, am, nv = report["checks"]
+    assert am["not_built"] == AM_NOT_BUILT
     assert [s["name"] for s in amd["steps"]] == ["open", "memory", "copy", "kernel", "signal"]
     assert [s["name"] for s in nv["steps"]] == NV_STEPS
     assert report["nvidia"]["emulated"] is True and [g["emulated"] for g in report["nvidia"]["gpus"]] == [True]
-    assert [d["emulated"] for d in report["pci"]] == [True]  # the emulated H200's PCI function
+    assert [d["emulated"] for d in report["pci"]] == [True, True]  # the AM card's and the emulated H200's
 
 
 def test_check_nv_brings_up_an_emulated_h200_stage_by_stage(nv_machine, ptxas):
@@ -471,7 +476,7 @@ def test_a_failing_bring_up_step_is_reported_and_stops_the_rest():
 
 
 def test_no_check_opens_nothing_and_no_emulate_keeps_the_real_report(capsys):
-    assert main(["--emulate", "--no-check", "--json"]) == EXIT_OK
+    assert main(["--emulate", "--no-check", "--json"]) == EXIT_NOT_READY  # the AM card is not ready
     assert json.loads(capsys.readouterr().out)["checks"] == []
     status = main(["--no-emulate", "--json"])
     report = json.loads(capsys.readouterr().out)
@@ -532,7 +537,7 @@ def test_no_emulate_on_a_machine_without_a_gpu_exits_with_no_gpu_and_shows_nothi
 def test_the_default_stand_in_labels_every_emulated_line_and_not_the_real_ones(capsys):
     if probe(LinuxSystem())["summary"]["found_any"]:
         pytest.skip("this machine has a GPU: the emulated machine does not stand in")
-    assert main(["--no-check"]) == EXIT_OK
+    assert main(["--no-check"]) == EXIT_OK  # the automatic stand-in leaves the unfinished AM card out
     lines = capsys.readouterr().out.splitlines()
     stand_in = next(i for i, line in enumerate(lines) if line.startswith("No GPU on this machine"))
     assert any(line.startswith("No GPU found") for line in lines[:stand_in])
@@ -540,14 +545,15 @@ def test_the_default_stand_in_labels_every_emulated_line_and_not_the_real_ones(c
     assert lines[stand_in + 1:] and all(line.startswith(EMULATED_TAG) for line in lines[stand_in + 1:])
     assert any("/dev/kfd  opens" in line for line in lines[stand_in + 1:])
     assert any("NV: NVIDIA H200" in line and "sm_90" in line for line in lines[stand_in + 1:])
-    assert "an emulated AMD GPU and an emulated NVIDIA GPU" in lines[stand_in]
+    assert "--emulate also shows an emulated AMD PCI card with no kernel driver" in lines[stand_in]
+    assert not any("generated test firmware" in line for line in lines[stand_in + 1:])
     assert main(["--no-check", "--json"]) == EXIT_OK
     report = json.loads(capsys.readouterr().out)
     assert report["emulated"] is True and report["summary"]["emulated"] is True and report["kfd"]["emulated"] is True
     assert [g["emulated"] for g in report["kfd"]["gpus"]] == [True]
     assert report["nvidia"]["emulated"] is True and [(g["target"], g["emulated"]) for g in report["nvidia"]["gpus"]] \
         == [("sm_90", True)]
-    assert report["summary"]["devices"] == report["summary"]["usable"] == 2  # the AMD GPU and the NVIDIA one
+    assert (report["summary"]["devices"], report["summary"]["usable"]) == (2, 2)  # the KFD GPU and the NVIDIA one
     assert report["machine"]["emulated"] is False and report["machine"]["summary"]["found_any"] is False
 
 
@@ -556,11 +562,13 @@ def test_the_default_stand_in_labels_every_emulated_line_and_not_the_real_ones(c
 def test_baregpu_emulate_picks_the_emulated_vendors(monkeypatch, capsys, pick, kfd, nvidia):
     monkeypatch.setenv("BAREGPU_EMULATE", pick)
     for flags in ([], ["--emulate"]):  # --emulate takes the variable's pick too
-        assert main(["--no-check", "--json", *flags]) == EXIT_OK
+        # --emulate adds the AM card to the AMD half; its queues are not built yet, so it is found but not ready
+        am = kfd and bool(flags)
+        assert main(["--no-check", "--json", *flags]) == (EXIT_NOT_READY if am else EXIT_OK)
         report = json.loads(capsys.readouterr().out)
         assert report["emulated"] is True and "machine" not in report
         assert (report["kfd"] is not None, report["nvidia"] is not None) == (kfd, nvidia)
-        assert report["summary"]["devices"] == kfd + nvidia
+        assert report["summary"]["devices"] == kfd + am + nvidia
 
 
 def test_a_described_real_machine_is_never_labelled_emulated(amd_kfd_machine, capsys):
@@ -608,8 +616,8 @@ def test_conflicting_flags_are_refused(capsys):
     assert "argument --no-emulate: not allowed with argument --emulate" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("fmt, unbuffered, status", [([], False, EXIT_OK), (["--json"], False, EXIT_OK),
-                                                     (["--json"], True, EXIT_OK), (["--help"], False, 0)],
+@pytest.mark.parametrize("fmt, unbuffered, status", [([], False, EXIT_NOT_READY), (["--json"], False, EXIT_NOT_READY),
+                                                     (["--json"], True, EXIT_NOT_READY), (["--help"], False, 0)],
                          ids=["text", "json", "json-unbuffered", "help"])
 def test_a_reader_that_leaves_early_gets_no_traceback(fmt, unbuffered, status):
     # buffered stdout (a user's default) fails at the flush, PYTHONUNBUFFERED=1 at the write: both must be quiet
@@ -683,12 +691,14 @@ def test_gfx942_is_not_ready_and_says_what_is_not_built(monkeypatch, capsys):
     assert main(["--emulate"]) == EXIT_NOT_READY  # not brought up, so nothing fails: it is simply not ready
     out = capsys.readouterr().out
     assert "[emulated]     not ready: the AMD (KFD) driver is not built for gfx942 yet: its compute queues take AQL packets" in out
-    assert "0 ready to use; not built yet in baregpu: AMD (KFD) for gfx942." in out and "Bring-up" not in out
+    assert "0 ready to use; not built yet in baregpu: AM over sysfs, AMD (KFD) for gfx942." in out
+    assert "Bring-up AMD" not in out  # the KFD GPU is not brought up (the AM card is, as far as AM goes)
     assert main(["--emulate", "--json"]) == EXIT_NOT_READY
     report = json.loads(capsys.readouterr().out)
     (gpu,) = report["kfd"]["gpus"]
-    assert gpu["gfx"] == "gfx942" and "AQL packets" in gpu["driver_missing"] and report["checks"] == []
-    assert report["summary"]["usable"] == 0 and report["summary"]["not_built"] == ["AMD (KFD) for gfx942"]
+    assert gpu["gfx"] == "gfx942" and "AQL packets" in gpu["driver_missing"]
+    assert [c["device"] for c in report["checks"]] == [f"AM {AM_STAND_IN_BDF}"]
+    assert report["summary"]["usable"] == 0 and report["summary"]["not_built"] == ["AM over sysfs", "AMD (KFD) for gfx942"]
 
 
 def test_a_real_gfx942_card_is_not_counted_ready(amd_kfd_machine):
@@ -710,8 +720,9 @@ def test_mixed_machine_brings_up_what_is_built_and_skips_gfx942(monkeypatch, cap
     monkeypatch.setenv("BAREGPU_EMULATE", "amd")
     assert main(["--emulate", "--json"]) == EXIT_NOT_READY  # one ready and checked, one not built
     report = json.loads(capsys.readouterr().out)
-    assert [(c["device"], c["target"], c["ok"]) for c in report["checks"]] == [("AMD", "gfx1100", True)]
-    assert report["summary"]["usable"] == 1 and report["summary"]["devices"] == 2
+    assert [(c["device"], c["target"], c["ok"]) for c in report["checks"]] == [("AMD", "gfx1100", True),
+                                                                                (f"AM {AM_STAND_IN_BDF}", "gfx1100", True)]
+    assert report["summary"]["usable"] == 1 and report["summary"]["devices"] == 3
 
 
 def test_kfd_nodes_are_listed_in_index_order_as_the_driver_numbers_them():
@@ -731,8 +742,138 @@ def test_a_bad_variable_read_during_bring_up_is_a_usage_error_not_a_broken_devic
     assert "[emulated]     FAIL open" in out and "BAREGPU_LOCK_WAIT='soon' is not valid" in out
     assert "[emulated]     FAIL rm client" in out  # the NVIDIA GPU's lock is taken in its RM client stage
     assert main(["--emulate", "--json"]) == EXIT_USAGE
-    amd, nv = json.loads(capsys.readouterr().out)["checks"]
+    amd, am, nv = json.loads(capsys.readouterr().out)["checks"]
+    assert am["steps"][0]["name"] == "open" and am["steps"][0]["bad_environment"] is True
     (step,) = amd["steps"]
     assert step["name"] == "open" and step["bad_environment"] is True and "EnvError" in step["detail"]
     (step,) = nv["steps"]
     assert step["name"] == "rm client" and step["bad_environment"] is True and "BAREGPU_LOCK_WAIT" in step["detail"]
+
+
+# --- the AM path: an emulated AMD PCI card with no kernel driver (emu/am), firmware generated per test ---
+
+AM_BDF = "0000:0c:00.0"
+
+
+@pytest.fixture
+def am_card(tmp_path):
+    """A private emulated machine with an emulated gfx1100 PCI card and no kernel driver; (system, card, firmware dir)."""
+    from drivers.lock import ProcessLocks
+    from emu.am.gpu import install_am_gpu
+    from tests.firmware import fwgen
+    fw = tmp_path / "fw"
+    fwgen.write_set(fw, "gfx1100")
+    system = EmulatedSystem(lock_dir=ProcessLocks("test_gpu_probe am"))
+    card = install_am_gpu(system, "gfx1100", AM_BDF, boot_delay_s=0, vram_size=1 << 30, firmware=fw, blocks=True)
+    yield system, card, fw
+    card.close()
+
+
+def test_an_unbound_amd_card_goes_to_am_over_sysfs_with_the_doctor_checks(am_card):
+    system, _, fw = am_card
+    report = probe(system, identify=True, firmware_dirs=[str(fw)], generated_firmware=True)
+    (card,) = report["pci"]
+    assert card["path"] == "AM over sysfs" and card["blockers"] == [] and "no kernel driver" in card["path_reason"]
+    assert card["target"] == "gfx1100" and card["driver_missing"] == AM_NOT_BUILT
+    doc = card["doctor"]
+    assert doc["kernel_module"] is None and doc["iommu"] == {"enabled": False, "group": None, "type": None,
+                                                             "members": []}
+    assert doc["link"] == {"speed_gts": 16.0, "width": 16, "max_speed_gts": 16.0, "max_width": 16, "degraded": False}
+    assert doc["bar0"]["size"] == 256 << 20 and doc["bar0"]["vram_size"] == 1 << 30
+    assert max(doc["bar0"]["resizable_sizes"]) == 1 << 30 and doc["bar0"]["covers_vram"] is False
+    assert doc["lock"] == {"key": f"emulated-pci-{AM_BDF}", "holder": None}
+    ident = doc["identify"]
+    assert ident["ok"] and ident["ip_versions"]["GC"]["version"] == "11.0.0" and ident["bar0_resize"]["result"] == \
+        "not attempted"  # the doctor never resizes BAR0
+    assert doc["firmware"]["present"] and doc["firmware"]["generated"] and len(doc["firmware"]["images"]) == 11
+    assert any("Resizable BAR offers 1 GiB" in n for n in card["notes"])
+    assert any("generated test firmware" in n for n in card["notes"])
+    assert report["summary"]["usable"] == 0 and report["summary"]["not_built"] == ["AM over sysfs"]
+    text = render(report)
+    for words in ("driver path:   AM over sysfs (not built yet: GFX/SDMA queues (issue 11))", "IOMMU:         off",
+                  "PCIe link:     16 GT/s x16", "device lock:   free", "identified:    gfx1100, 1 GiB VRAM",
+                  "firmware:      11 image(s) found (generated test firmware)"):
+        assert words in text, text
+    # without identify (a described machine) the card is not opened: no target, nothing read through the driver
+    assert probe(system)["pci"][0]["doctor"]["identify"] is None
+
+
+def test_missing_firmware_is_named_file_by_file(am_card, tmp_path):
+    from tests.firmware import fwgen
+    system, _, _ = am_card
+    partial = tmp_path / "partial"
+    fwgen.write_set(partial, "gfx1100", skip=("smu_13_0_0.bin", "gc_11_0_0_mec.bin"))
+    (card,) = probe(system, identify=True, firmware_dirs=[str(partial)])["pci"]
+    fw = card["doctor"]["firmware"]
+    assert fw["present"] is False and {m["file"] for m in fw["missing"]} == {"smu_13_0_0.bin", "gc_11_0_0_mec.bin"}
+    (blocker,) = card["blockers"]
+    assert "smu_13_0_0.bin" in blocker and "gc_11_0_0_mec.bin" in blocker and "firmware-amd-graphics" in blocker
+
+
+def test_an_am_card_in_use_names_the_holder(am_card):
+    from drivers.am.device import AMDevice
+    system, _, fw = am_card
+    with AMDevice(AM_BDF, system, firmware_dirs=[fw], firmware_system_dirs=False):
+        (card,) = probe(system, identify=True, firmware_dirs=[str(fw)])["pci"]
+    assert card["doctor"]["lock"]["holder"]["pid"] == os.getpid()
+    assert card["blockers"] == [b for b in card["blockers"] if b.startswith(f"in use by PID {os.getpid()}")] != []
+    assert card["doctor"]["identify"] is None  # a blocked card is not opened
+
+
+def test_a_translating_iommu_blocks_am_over_sysfs_and_a_slow_link_is_noted():
+    s = EmulatedSystem()
+    pci_device(s, AMD_BDF, 0x1002, 0x744C, None, 16 << 30)
+    s.add_file("/sys/kernel/iommu_groups/17/type", "DMA-FQ\n")
+    base = f"/sys/bus/pci/devices/{AMD_BDF}"
+    for name, text in (("current_link_speed", "8.0 GT/s PCIe"), ("current_link_width", "8"),
+                       ("max_link_speed", "16.0 GT/s PCIe"), ("max_link_width", "16")):
+        s.add_file(f"{base}/{name}", text + "\n")
+    (card,) = probe(s)["pci"]
+    assert card["doctor"]["iommu"]["type"] == "DMA-FQ"
+    assert card["blockers"] == ["the IOMMU translates its DMA (group 17, type DMA-FQ): AM over sysfs hands the card "
+                                "physical addresses, so boot with iommu=pt, or bind the card to vfio-pci to use AM "
+                                "over VFIO"]
+    assert card["doctor"]["link"]["degraded"] and any("8 GT/s x8 of the card's 16 GT/s x16" in n for n in card["notes"])
+
+
+def test_a_small_bar0_that_resizable_bar_can_grow_does_not_block():
+    s = EmulatedSystem()
+    pci_device(s, AMD_BDF, 0x1002, 0x744C, None, 128 << 20)
+    s.add_file(f"/sys/bus/pci/devices/{AMD_BDF}/resource0_resize", f"{0b111111000:016x}\n")  # 8 MiB .. 256 MiB
+    (card,) = probe(s)["pci"]
+    assert card["blockers"] == [] and card["doctor"]["bar0"]["resizable_sizes"][-1] == 256 << 20
+
+
+def test_check_am_boots_the_blocks_stage_by_stage_and_says_queues_are_not_built(am_card):
+    from tools.bringup import check_am, render as render_checks
+    system, _, fw = am_card
+    check = check_am(system, AM_BDF, [str(fw)], generated_firmware=True)
+    assert check.ok and (check.device, check.target, check.emulated) == (f"AM {AM_BDF}", "gfx1100", True)
+    assert [s.name for s in check.steps] == ["open", "ifwi", "bars", "discovery", "firmware", "gmc", "psp", "smu"]
+    assert check.not_built == AM_NOT_BUILT and all(s.ms >= 0 for s in check.steps)
+    assert "11 images" in check.steps[4].detail and "smu_13_0_0.bin" in check.steps[6].detail
+    lines = render_checks([check])
+    assert lines[0] == f"[emulated] Bring-up AM {AM_BDF} (gfx1100): OK"
+    assert any("smoke checks (signal, copy, kernel, tensor) not run: not built yet: GFX/SDMA queues" in l for l in lines)
+    assert any("generated test firmware" in l for l in lines)
+    assert check.as_dict()["not_built"] == AM_NOT_BUILT
+    # closed again: a second bring-up opens the card (a cold or warm boot, whichever the card allows)
+    assert check_am(system, AM_BDF, [str(fw)]).steps[0].ok
+
+
+def test_check_am_stops_at_the_block_that_fails(tmp_path):
+    """A card whose PSP was given no firmware to trust fails the PSP stage; the SMU is not tried."""
+    from drivers.lock import ProcessLocks
+    from emu.am.gpu import install_am_gpu
+    from tests.firmware import fwgen
+    from tools.bringup import check_am
+    fw = tmp_path / "fw"
+    fwgen.write_set(fw, "gfx1100")
+    system = EmulatedSystem(lock_dir=ProcessLocks("test_gpu_probe am psp"))
+    card = install_am_gpu(system, "gfx1100", AM_BDF, boot_delay_s=0, vram_size=1 << 30, blocks=True)
+    try:
+        check = check_am(system, AM_BDF, [str(fw)])
+    finally:
+        card.close()
+    assert not check.ok and [s.name for s in check.steps][-2:] == ["gmc", "psp"] and not check.steps[-1].ok
+    assert check.not_built == "" and "PSP" in check.steps[-1].detail
