@@ -8,8 +8,7 @@ is refused: an access no modelled register covers raises `RegisterError` (an OSE
 as the access failing: PCIError naming the register), and is logged in `errors` for tests.
 
 Register names and offsets come from the generated modules under autogen/ (one per kernel header, named like it:
-nbio_4_3_0, mp_13_0_2, gc_11_0_0, ...) when they exist and carry the register; otherwise from FALLBACK below, copied
-from the same kernel header and cited there. Where both exist they must agree (the constructor checks).
+nbio_4_3_0, mp_13_0_2, gc_11_0_0, ...).
 """
 from __future__ import annotations
 
@@ -26,27 +25,6 @@ from drivers.system import OSCallError
 from emu.am.discovery import Board
 
 MASK32 = 0xFFFFFFFF
-
-# (header module, register name without the `reg` prefix) -> (dword offset, segment), from the kernel headers
-# (drivers/gpu/drm/amd/include/asic_reg/<dir>/<header>_offset.h, linux-source-6.12) for registers a generated module
-# does not carry (yet).
-FALLBACK: dict[tuple[str, str], tuple[int, int]] = {
-    # nbio/nbio_4_3_0_offset.h and nbif/nbif_6_3_1_offset.h: BIF_BX_PF0_MM_INDEX/DATA/INDEX_HI, RCC_CONFIG_MEMSIZE
-    ("nbio_4_3_0", "BIF_BX_PF0_MM_INDEX"): (0x0000, 0),
-    ("nbio_4_3_0", "BIF_BX_PF0_MM_DATA"): (0x0001, 0),
-    ("nbio_4_3_0", "BIF_BX_PF0_MM_INDEX_HI"): (0x0006, 0),
-    ("nbio_4_3_0", "RCC_DEV0_EPF0_RCC_CONFIG_MEMSIZE"): (0x00C3, 2),
-    ("nbif_6_3_1", "BIF_BX_PF0_MM_INDEX"): (0x0000, 0),
-    ("nbif_6_3_1", "BIF_BX_PF0_MM_DATA"): (0x0001, 0),
-    ("nbif_6_3_1", "BIF_BX_PF0_MM_INDEX_HI"): (0x0006, 0),
-    ("nbif_6_3_1", "RCC_DEV0_EPF0_RCC_CONFIG_MEMSIZE"): (0x00C3, 2),
-    # mp/mp_13_0_2_offset.h regMP0_SMN_C2PMSG_33; mp/mp_14_0_2_offset.h names the same register MPASP_SMN_C2PMSG_33
-    ("mp_13_0_2", "MP0_SMN_C2PMSG_33"): (0x0061, 0),
-    ("mp_14_0_2", "MPASP_SMN_C2PMSG_33"): (0x0061, 0),
-    # gc/gc_11_0_0_offset.h and gc/gc_12_0_0_offset.h regGRBM_STATUS
-    ("gc_11_0_0", "GRBM_STATUS"): (0x0DA4, 0),
-    ("gc_12_0_0", "GRBM_STATUS"): (0x0DA4, 0),
-}
 
 # Which kernel register header serves an IP at a version: the header the kernel's IP file for that version includes.
 # (block, major, minor[, rev]) -> header module; a missing entry falls back to <prefix>_<major>_<minor>_<rev>.
@@ -105,8 +83,8 @@ class Register:
 
 @lru_cache(maxsize=None)
 def _module_registers(module: str) -> dict[str, tuple[int, int]]:
-    """name -> (offset, segment) of every register a generated header module carries (plus FALLBACK's for it)."""
-    out = {n: v for (m, n), v in FALLBACK.items() if m == module}
+    """name -> (offset, segment) of every register a generated header module carries."""
+    out: dict[str, tuple[int, int]] = {}
     try:
         mod = importlib.import_module(f"autogen.{module}")
     except ModuleNotFoundError:
@@ -131,7 +109,7 @@ def _reverse(module: str) -> dict[tuple[int, int], str]:
 def header_for(block: str, version: tuple[int, int, int]) -> Optional[str]:
     """The generated header module for an IP block at a version: the one the kernel's IP file for that version
     includes (HEADERS, by full version, then by major.minor), else a module named for the exact version when autogen
-    or FALLBACK has one, else None."""
+    has one, else None."""
     major, minor, rev = version
     known = HEADERS.get((block, major, minor, rev)) or HEADERS.get((block, major, minor))
     if known is not None:
@@ -140,7 +118,7 @@ def header_for(block: str, version: tuple[int, int, int]) -> Optional[str]:
     if prefix is None:
         return None
     exact = f"{prefix}_{major}_{minor}_{rev}"
-    if importlib.util.find_spec(f"autogen.{exact}") is not None or any(m == exact for m, _ in FALLBACK):
+    if importlib.util.find_spec(f"autogen.{exact}") is not None:
         return exact
     return None
 
@@ -204,12 +182,10 @@ class RegisterFile:
         for n in (name, *names):
             if n in table:
                 off, seg = table[n]
-                fb = FALLBACK.get((module, n))
-                if fb is not None and fb != (off, seg):
-                    raise ValueError(f"{module}: {n} is at {table[n]} in autogen but {fb} in regs.FALLBACK; fix one")
                 aliases = tuple(a for a in (name, *names) if a != n) + tuple(kw.pop("aliases", ()))
                 return self.add(Register(n, block, off, seg=seg, instance=instance, aliases=aliases, **kw))
-        raise ValueError(f"{module} carries none of {[name, *names]} (add it to regs.FALLBACK with its header line)")
+        raise ValueError(f"{module} carries none of {[name, *names]}: check the names against its kernel header, or "
+                         "widen the module's macro filter in autogen/generator/sources.py")
 
     def reg(self, name: str) -> Register:
         """A modelled register by name or alias (KeyError listing what is modelled)."""
