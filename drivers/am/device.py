@@ -71,8 +71,10 @@ class AMBootError(AMError):
 
 # amdgpu_discovery.c amdgpu_discovery_set_ip_blocks (bare metal): common (NBIO), GMC, IH, PSP, SMU, then display,
 # GFX, SDMA, MES. (module under drivers/am, class) for each block AM brings up, in that order.
+# amdgpu_discovery_set_ip_blocks' bare-metal order: common (NBIO), GMC, IH, PSP, SMU, then GFX and SDMA (the GFX
+# block enables the GFX hub the SDMA rings go through).
 BLOCK_ORDER: tuple[tuple[str, str], ...] = (("nbio", "NBIO"), ("gmc", "GMC"), ("ih", "IH"), ("psp", "PSP"),
-                                            ("smu", "SMU"))
+                                            ("smu", "SMU"), ("gfx", "GFX"), ("sdma", "SDMA"))
 LEAVE_MODES = ("warm", "cold")
 NOTE_VERSION = 1
 # psp_v13_0.c / psp_v14_0.c *_is_sos_alive: the sOS sign of life, by MP0 major version (mp_13_0_2 / mp_14_0_2 names)

@@ -244,6 +244,7 @@ class IH:
             raise IHError(f"IH ring VA {ring_va:#x} must be 4 KiB aligned")
         self.ring_size, self.ptr_mask = ring_size, ring_size - 1  # amdgpu_ih_ring_init
         self._address_pref, self.ring_va = address, ring_va
+        self.warnings: list[str] = []  # what bring-up had to leave out, said in words
         self.on_fault = on_fault
         self.dev: Any = None
         self.address_mode = ""
@@ -340,7 +341,18 @@ class IH:
         self._toggle(False)
         nbio = getattr(self.dev, "nbio", None)
         if nbio is not None and hasattr(nbio, "ih_control"):
-            nbio.ih_control()  # adev->nbio.funcs->ih_control (interrupt dummy read address, no-snoop off)
+            # adev->nbio.funcs->ih_control: the interrupt dummy-read page (amdgpu's adev->dummy_page_addr, a system
+            # page it maps for DMA), no-snoop off
+            if self._dummy is None:
+                self._dummy = self.dev.pci.dma_alloc(PAGE)
+            addr = self._dummy.bus_address(0)
+            if addr >> 40:  # INTERRUPT_CNTL2 holds addr >> 8 in 32 bits: a bus address past 2^40 cannot be given
+                msg = (f"{self.dev.bdf}: the IH's dummy-read page is at bus address {addr:#x}, past the 40 bits "
+                       "INTERRUPT_CNTL2 holds; left unset (through VFIO the bus addresses are ours and low)")
+                self.warnings.append(msg)
+                log.warning("%s", msg)
+            else:
+                nbio.ih_control(addr)
         if self.address_mode == "bus":  # ih_v6_0_irq_init: direct load with use_bus_addr sets MC_SPACE_GPA_ENABLE
             self._write("IH_CHICKEN", self._set("IH_CHICKEN", self._read("IH_CHICKEN"), MC_SPACE_GPA_ENABLE=1))
         self._enable_ring()
@@ -430,7 +442,12 @@ class IH:
         finally:
             self._release()
 
+    _dummy = None  # the dummy-read page NBIO's ih_control points the IH at
+
     def _release(self) -> None:
+        if self._dummy is not None:
+            dummy, self._dummy = self._dummy, None
+            self.dev.pci.dma_free(dummy)
         if self._mapped:
             self._mapped = False
             self.dev.gmc.unmap(self.ring_va, self.ring_size + PAGE)

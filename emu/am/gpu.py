@@ -231,19 +231,27 @@ def install_am_gpu(system: EmulatedSystem, target: str = "gfx1100", bdf: str = D
                    firmware: Any = None, blocks: bool = False, **card_options: Any) -> AMGPU:
     """Make an emulated AMD GPU for `target` and put it on `system`'s emulated PCI bus at `bdf` (sysfs files; bound
     to `driver` if given, e.g. "vfio-pci" once install_vfio ran; in `iommu_group`). card_options go to AMGPU
-    (bar0_size, boot_delay_s, flr, discovery_options). With `blocks` the modelled IP blocks are attached: the GMC's
-    hubs, the SMU, and the PSP, which trusts the firmware images in `firmware` (a directory or {name: bytes}, the
-    images the driver will load; without them every bootloader stage fails, saying so). Returns the card;
+    (bar0_size, boot_delay_s, flr, discovery_options). With `blocks` every modelled IP block is attached: the GMC's
+    hubs, NBIO, the IH, the SMU, the PSP (which trusts the firmware images in `firmware`, a directory or {name: bytes},
+    the images the driver will load; without them every bootloader stage fails, saying so), GFX and SDMA. Returns the card;
     `card.sysfs` is its bus entry."""
     card = AMGPU(target, vram_size=vram_size, **card_options)
     try:
         if blocks:
+            from emu.am.gfx import attach_gfx
             from emu.am.gmc import attach_gmc
+            from emu.am.ih import attach_ih
+            from emu.am.nbio import attach_nbio
             from emu.am.psp import attach_psp
+            from emu.am.sdma import attach_sdma
             from emu.am.smu import attach_smu
-            attach_gmc(card)  # first: the PSP and SMU find VRAM through its FB window
+            attach_gmc(card)  # first: the PSP and SMU find VRAM through its FB window; the IH watches its faults
+            attach_nbio(card)  # before the SDMA, which listens on its doorbell routes
+            attach_ih(card)
             attach_smu(card)
             attach_psp(card, firmware=firmware)
+            attach_gfx(card)  # after the PSP: it hooks the PSP's RLC autoload
+            attach_sdma(card)
         card.sysfs = install_pci_function(system, card.function, bdf, driver=driver, iommu_group=iommu_group)
     except BaseException:
         card.close()
