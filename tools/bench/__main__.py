@@ -13,9 +13,10 @@ import time
 
 from tools.bench import LEGEND, Bench, BenchError, Context, Result, progress, table, warm_up
 
-SUITES = ["allocator", "hcq_submit", "tensor", "emulator", "nv"]
+SUITES = ["allocator", "hcq_submit", "tensor", "emulator", "nv", "am"]
 # suite name -> its ids' prefix
-SUITE_PREFIX = {"allocator": "allocator", "hcq_submit": "hcq", "tensor": "tensor", "emulator": "emulator", "nv": "nv"}
+SUITE_PREFIX = {"allocator": "allocator", "hcq_submit": "hcq", "tensor": "tensor", "emulator": "emulator", "nv": "nv",
+                "am": "am"}
 
 
 def benches() -> list[Bench]:
