@@ -4,7 +4,6 @@ GRBM_GFX_CNTL as the hardware does; and - when emu/am/gfx.py is in the tree - on
 from __future__ import annotations
 
 import ctypes
-import importlib.util
 from types import SimpleNamespace
 
 import pytest
@@ -401,20 +400,15 @@ def test_suspend_and_resume_reprogram_the_queues(up):
 
 # --- on the emulated card, once emu/am/gfx.py exists ---
 MB = 1 << 20
-# gfx_v11_0_gfxhub_enable's CP_DEBUG (via the GMC), constants_init's SH_MEM_*, cp_set_doorbell_range's CP_RB_* range
-UNMODELLED_GC = ("CP_DEBUG", "SH_MEM_CONFIG", "SH_MEM_BASES", "CP_RB_DOORBELL_RANGE_LOWER",
-                 "CP_RB_DOORBELL_RANGE_UPPER")
 BDF = "0000:03:00.0"
 
 
-@pytest.mark.skipif(importlib.util.find_spec("emu.am.gfx") is None, reason="emu/am/gfx.py is not in the tree yet")
 @pytest.mark.parametrize("target", TARGETS)
 def test_on_the_emulated_card(tmp_path, target):
     from drivers.am.device import AMDevice
     from drivers.am.gmc import GMC
     from drivers.am.psp import PSP
     from drivers.lock import ProcessLocks
-    from emu.am import gfx as emu_gfx
     from emu.am.gpu import install_am_gpu
     from emu.system import EmulatedSystem
     from tests.firmware import fwgen
@@ -424,13 +418,6 @@ def test_on_the_emulated_card(tmp_path, target):
     system = EmulatedSystem(lock_dir=ProcessLocks(f"test_am_gfx {target}"))
     card = install_am_gpu(system, target, BDF, boot_delay_s=0, vram_size=1024 * MB, bar0_size=1024 * MB,
                           firmware=fw, blocks=True)
-    if not hasattr(card, "gfx"):
-        emu_gfx.attach_gfx(card)
-    for name in UNMODELLED_GC:  # registers the kernel's order writes that emu/am does not model yet (see the report)
-        try:
-            card.regs.reg(name)
-        except KeyError:
-            card.regs.define(name, "GC")  # plain, unbanked: enough for this test
     dev = AMDevice(BDF, system, firmware_dirs=[fw], firmware_system_dirs=False)
     try:
         # the blocks by hand, as test_am_boot.py does (GMC for the VM, PSP for the firmware and AUTOLOAD_RLC)

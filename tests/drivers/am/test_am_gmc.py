@@ -417,9 +417,10 @@ def test_map_unmap_churn(gmc, seed):
 # --- against the emulated hubs ---
 @pytest.fixture
 def emu_card(tmp_path):
-    emu_gmc = pytest.importorskip("emu.am.gmc", reason="emu/am/gmc.py (the emulated GMC) is not in the tree yet")
+    import emu.am.gmc as emu_gmc
     from drivers.am.device import AMDevice
     from drivers.lock import ProcessLocks
+    from emu.am.gfx import attach_gfx
     from emu.am.gpu import install_am_gpu
     from emu.pci import install_vfio
     from emu.system import EmulatedSystem
@@ -435,12 +436,8 @@ def emu_card(tmp_path):
         card = install_am_gpu(system, target, "0000:03:00.0", driver="vfio-pci", iommu_group=9, boot_delay_s=0,
                               vram_size=1024 * MB, bar0_size=256 * MB)
         made.append(card)
-        if getattr(card, "gmc", None) is None:
-            emu_gmc.attach_gmc(card)
-        try:  # CP_DEBUG belongs to the GFX model; define it here if that is not in the tree yet
-            card.regs.reg("CP_DEBUG")
-        except KeyError:
-            card.regs.define("CP_DEBUG", "GC")
+        emu_gmc.attach_gmc(card)
+        attach_gfx(card)  # the GFX model owns CP_DEBUG, which the GFX hub's enable writes
         dev = AMDevice("0000:03:00.0", system, firmware_dirs=[fw], firmware_system_dirs=False)
         made.append(dev)
         return card, dev, emu_gmc

@@ -372,11 +372,12 @@ def test_suspend_resume_fini(ih):
 # --- on the emulated card ---
 @pytest.mark.parametrize("target", TARGETS)
 def test_emulated_gmc_fault_arrives_decoded(tmp_path, target):
-    emu_ih = pytest.importorskip("emu.am.ih", reason="emu/am/ih.py (the emulated IH) is not in the tree yet")
+    import emu.am.ih as emu_ih
     from drivers.am.device import AMDevice
     from drivers.am.gmc import GMC
     from drivers.lock import ProcessLocks
     from emu.am import gmc as emu_gmc
+    from emu.am.gfx import attach_gfx
     from emu.am.gpu import install_am_gpu
     from emu.pci import install_vfio
     from emu.system import EmulatedSystem
@@ -391,14 +392,9 @@ def test_emulated_gmc_fault_arrives_decoded(tmp_path, target):
                           vram_size=1024 << 20, bar0_size=256 << 20)
     dev = None
     try:
-        if getattr(card, "gmc", None) is None:
-            emu_gmc.attach_gmc(card)
-        if getattr(card, "ih", None) is None:
-            emu_ih.attach_ih(card)
-        try:
-            card.regs.reg("CP_DEBUG")
-        except KeyError:
-            card.regs.define("CP_DEBUG", "GC")
+        emu_gmc.attach_gmc(card)
+        emu_ih.attach_ih(card)
+        attach_gfx(card)  # the GFX model owns CP_DEBUG, which the GFX hub's enable writes
         dev = AMDevice("0000:03:00.0", system, firmware_dirs=[fw], firmware_system_dirs=False)
         buf = Buffer("activations", 1 << 40, 1 << 20)
         dev.gmc = GMC().init(dev)

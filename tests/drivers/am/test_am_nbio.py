@@ -6,7 +6,6 @@ nbif_v6_3_1.c touch at their discovered addresses, an RSMU index/data pair reach
 the BAR only that way), and a trace of every access. Expected values are worked out here from the kernel source."""
 from __future__ import annotations
 
-import importlib.util
 import threading
 from types import SimpleNamespace
 
@@ -403,14 +402,11 @@ def test_smn_needs_the_pair_inside_the_bar():
 
 
 # --- on the emulated card ---
-HAS_EMU_NBIO = importlib.util.find_spec("emu.am.nbio") is not None
 
 
 @pytest.fixture
 def card_dev(tmp_path):
     """(card, AMDevice) on the emulated card with the NBIO model attached (emu/am/nbio.py attach_nbio)."""
-    if not HAS_EMU_NBIO:
-        pytest.skip("emu/am/nbio.py (attach_nbio) does not exist yet")
     from drivers.am.device import AMDevice
     from drivers.lock import ProcessLocks
     from emu.am.gpu import install_am_gpu
@@ -424,11 +420,7 @@ def card_dev(tmp_path):
         system = EmulatedSystem(lock_dir=ProcessLocks("test_am_nbio"))
         card = install_am_gpu(system, target, BDF, boot_delay_s=0, vram_size=256 << 20)
         made.append(card)
-        if getattr(card, "nbio", None) is None:  # until install_am_gpu wires it
-            try:
-                attach_nbio(card)
-            except ValueError as e:  # the emulated side cannot model this board yet: say why, do not hide it
-                pytest.skip(f"emu/am/nbio.py attach_nbio failed on {target}: {e}")
+        attach_nbio(card)
         dev = AMDevice(BDF, system, firmware_dirs=[tmp_path / target], firmware_system_dirs=False)
         made.append(dev)
         return card, dev

@@ -1,5 +1,5 @@
 """The AM PSP driver end to end on the emulated card: emu/am/psp.py (attach_psp) validates what drivers/am/psp.py
-stages and sends with its own reading of the headers. Skipped until emu/am/psp.py exists; the unit tests with a fake
+stages and sends with its own reading of the headers. The unit tests with a fake
 register file are tests/drivers/am/test_am_psp.py."""
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from emu.pci import install_vfio
 from emu.system import EmulatedSystem
 from tests.firmware import fwgen
 
-emu_psp = pytest.importorskip("emu.am.psp", reason="emu/am/psp.py (the emulated PSP) is not in the tree yet")
+import emu.am.psp as emu_psp  # noqa: E402
 
 BDF = "0000:03:00.0"
 MB = 1 << 20

@@ -5,7 +5,6 @@ emulated card with the SDMA attached."""
 from __future__ import annotations
 
 import ctypes
-import importlib.util
 from types import SimpleNamespace
 
 import pytest
@@ -311,7 +310,6 @@ def test_errors_name_what_is_missing():
 
 
 # --- on the emulated card, when its SDMA exists ---
-HAVE_EMU = importlib.util.find_spec("emu.am.sdma") is not None
 
 
 def _emulated(tmp_path, target):
@@ -319,8 +317,6 @@ def _emulated(tmp_path, target):
     from drivers.am.device import AMDevice
     from drivers.lock import ProcessLocks
     from emu.am.gpu import install_am_gpu
-    from emu.am.nbio import attach_nbio
-    from emu.am.sdma import attach_sdma
     from emu.system import EmulatedSystem
     from tests.firmware import fwgen
     mb = 1 << 20
@@ -330,14 +326,6 @@ def _emulated(tmp_path, target):
     system = EmulatedSystem(lock_dir=ProcessLocks(f"test_am_sdma {target}"))
     card = install_am_gpu(system, target, "0000:03:00.0", boot_delay_s=0, vram_size=1024 * mb,
                           bar0_size=1024 * mb, firmware=fw, blocks=True)
-    if getattr(card, "nbio", None) is None:  # until install_am_gpu wires them
-        attach_nbio(card)
-    if getattr(card, "sdma", None) is None:
-        attach_sdma(card)
-    try:  # drivers/am/gmc.py's GFXHUB enable writes CP_DEBUG (gmc_v11_0_set_fault_enable_default); model it if
-        card.regs.define("CP_DEBUG", "GC")  # no emulated block does yet
-    except Exception:
-        pass
     dev = AMDevice("0000:03:00.0", system, firmware_dirs=[fw], firmware_system_dirs=False)
     try:
         dev.boot(blocks=["nbio", "gmc", "psp", "smu"], block_options={"psp": {"handshake_delay_s": 0}})
@@ -350,7 +338,6 @@ def _emulated(tmp_path, target):
     return card, dev
 
 
-@pytest.mark.skipif(not HAVE_EMU, reason="emu/am/sdma.py is not in the tree yet")
 @pytest.mark.parametrize("target", TARGETS)
 def test_on_the_emulated_card(tmp_path, target):
     card, dev = _emulated(tmp_path, target)

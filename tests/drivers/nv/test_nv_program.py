@@ -3,7 +3,6 @@ the compute queue encodes (and patches for replay), and what is refused at load.
 from __future__ import annotations
 
 import itertools
-import shutil
 import struct
 from types import SimpleNamespace
 
@@ -13,6 +12,7 @@ from autogen import nv_classes as C
 from compiler import KernelCache, compile_kernel
 from compiler.cubin import Cubin
 from compiler.ir import Kernel, f32
+from compiler.ptxas import ptxas_missing
 from drivers.nv import methods as m
 from drivers.nv import program as P
 from drivers.nv import qmd as Q
@@ -22,7 +22,7 @@ from drivers.system import MAP_ANONYMOUS, MAP_PRIVATE, LinuxSystem
 from hcq.buffer import Buffer, MemFlags
 from hcq.queue import Var
 
-pytestmark = pytest.mark.skipif(shutil.which("ptxas") is None, reason="ptxas is not on PATH (CUDA toolkit or the nv extra)")
+pytestmark = pytest.mark.skipif(ptxas_missing() is not None, reason=str(ptxas_missing()))
 _LINUX = LinuxSystem()
 _hints = itertools.count()
 SM = {"sm_90": ("V04_00", C.HOPPER_COMPUTE_A), "sm_86": ("V03_00", C.AMPERE_COMPUTE_B)}
