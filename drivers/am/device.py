@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import datetime
 import importlib
-import importlib.util
 import json
 import logging
 import os
@@ -175,7 +174,7 @@ class AMDevice:
         self.timings: dict[str, float] = {}
         self._command_found: Optional[int] = None
         self._ifwi_timeout = ifwi_timeout
-        # The IP blocks once booted (None until then, or when not in the tree / not asked for); the blocks find each
+        # The IP blocks once booted (None until then, or when not asked for); the blocks find each
         # other through these (the PSP reads dev.gmc for VRAM's MC base, the GMC dev.nbio for the HDP flush).
         self.nbio: Any = None
         self.gmc: Any = None
@@ -471,11 +470,8 @@ class AMDevice:
                 if name not in wanted:
                     info["blocks"][name] = "not asked for"
                     continue
-                module = f"drivers.am.{name}"
-                if importlib.util.find_spec(module) is None:
-                    info["blocks"][name] = f"skipped: drivers/am/{name}.py is not in the tree"
-                    continue
-                self._boot_block(info, name, getattr(importlib.import_module(module), cls_name), options.get(name, {}))
+                block = getattr(importlib.import_module(f"drivers.am.{name}"), cls_name)
+                self._boot_block(info, name, block, options.get(name, {}))
         except BaseException as e:
             self._abort_boot(info, e)
             raise

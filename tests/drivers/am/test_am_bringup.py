@@ -26,11 +26,6 @@ OPTS = {"psp": FAST_PSP, "smu": dict(timeout=0.5)}
 STEP_TIMEOUT_S = 60.0
 
 
-def modelled(card) -> list[str]:
-    """The blocks both sides have: a driver file, and a model install_am_gpu(blocks=True) attached to the card (a
-    driver block with no model would touch unmodelled registers: the emulator names them and the boot fails)."""
-    return [n for n, _ in BLOCK_ORDER if os.path.exists(f"drivers/am/{n}.py") and getattr(card, n, None) is not None]
-
 
 @pytest.fixture(scope="module")
 def fw(tmp_path_factory):
@@ -68,7 +63,7 @@ class Machine:
 def machine(fw, request):
     m = Machine(fw, ProcessLocks(f"test_am_bringup {request.node.name}"))
     m.new_card()
-    m.blocks = modelled(m.card)
+    m.blocks = [n for n, _ in BLOCK_ORDER]
     yield m
     m.close()
 
@@ -145,16 +140,6 @@ def test_boot_twice_and_unknown_blocks_are_refused(machine):
     dev.close()
 
 
-def test_a_block_not_in_the_tree_is_skipped_and_said(machine, monkeypatch):
-    import drivers.am.device as device
-    monkeypatch.setattr(device, "BLOCK_ORDER", device.BLOCK_ORDER + (("sdma_not_written_yet", "SDMA"),))
-    dev = machine.open()
-    info = dev.boot(["gmc", "sdma_not_written_yet"], block_options=OPTS)
-    assert info["blocks"]["sdma_not_written_yet"] == "skipped: drivers/am/sdma_not_written_yet.py is not in the tree"
-    assert dev.describe()["boot"]["blocks"]["gmc"] == "up"
-    dev.close()
-
-
 @pytest.mark.parametrize("fault", [dict(hang_at="spl"), dict(fail_at="sys_drv")])
 def test_an_interrupted_boot_fails_clearly_and_leaves_the_card_cold_bootable(machine, fault):
     dev = machine.open()
@@ -191,7 +176,7 @@ CHILD = textwrap.dedent("""
     card = install_am_gpu(system, "gfx1100", "0000:03:00.0", boot_delay_s=0, vram_size=1 << 30, bar0_size=1 << 30,
                           firmware=fw, blocks=True)
     dev = AMDevice("0000:03:00.0", system, firmware_dirs=[fw], firmware_system_dirs=False)
-    blocks = [n for n, _ in BLOCK_ORDER if os.path.exists(f"drivers/am/{n}.py") and getattr(card, n, None) is not None]
+    blocks = [n for n, _ in BLOCK_ORDER]
     info = dev.boot(blocks, block_options={"psp": {"handshake_delay_s": 0}})
     print("booted", info["kind"], flush=True)
     sys.stdin.readline()  # killed or terminated while waiting here
@@ -215,7 +200,7 @@ def _card_left_up(m: Machine):
     """The same card, still powered with the sOS running, as the child's process left it."""
     card = m.new_card()
     card.psp.boot_sos()
-    m.blocks = modelled(card)
+    m.blocks = [n for n, _ in BLOCK_ORDER]
     return card
 
 
